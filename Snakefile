@@ -1,0 +1,32 @@
+# cryosnake: cryo-EM single-particle processing as a Snakemake workflow.
+#
+#   snakemake --cores all                                   # demo -> ML2D -> Reconstruct Significant
+#   snakemake -s PATH/TO/Snakefile --cores all --configfile my.yaml   # your data, from your folder
+#
+# The default config, rules and scripts are found relative to this file; relative paths in
+# your config and all outputs are relative to the folder you run snakemake in.
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+sys.path.insert(0, workflow.basedir)  # use this checkout's cryosnake package
+
+
+configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/ml2d.smk"
+include: "workflow/rules/significant.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        f"{OUT}/ml2d/classes.mrcs",
+        f"{OUT}/ml2d/particles.star",
+        f"{OUT}/significant/volume.mrc",

@@ -1,0 +1,100 @@
+"""Configuration: schema validation with friendly messages, and the cross-key rules.
+
+``snakemake.utils.validate`` enforces ``config/schema.yaml`` (types, ranges, unknown keys) and
+fills defaults; :func:`check` then enforces what a JSON schema cannot say (alpha0 < alphaF,
+tilt_min ≤ tilt_max, files that must exist, a symmetry group we know, ...). Every message names
+the key, the value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+from cryosnake.errors import InputError
+
+SYMMETRY_PATTERN = re.compile(r"^(c\d+|c\d+v|c\d+h|ci|cs|d\d+|d\d+v|d\d+h|t|td|th|o|oh|i|i[1-4])$")
+
+
+def _key(path) -> str:
+    return ".".join(str(p) for p in path) or "(top level)"
+
+
+def _allowed(schema: dict) -> str:
+    parts = []
+    if "enum" in schema:
+        parts.append("one of " + ", ".join(map(str, schema["enum"])))
+    if "type" in schema:
+        parts.append(f"type {schema['type']}")
+    for name, sym in (("minimum", "≥"), ("exclusiveMinimum", ">"), ("maximum", "≤"),
+                      ("exclusiveMaximum", "<")):
+        if name in schema:
+            parts.append(f"{sym} {schema[name]}")
+    if "properties" in schema:
+        parts.append("keys: " + ", ".join(schema["properties"]))
+    return "; ".join(parts)
+
+
+def validate(config: dict, schema_path) -> None:
+    """Validate ``config`` in place (defaults filled) against the schema, with one clear line per
+    problem. Raises :class:`InputError`."""
+    from snakemake.utils import validate as snakemake_validate
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(config),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for err in errors:
+            key = _key(err.absolute_path)
+            if err.validator == "additionalProperties":
+                lines.append(f"  {key}: {err.message}; allowed {_allowed(err.schema)}")
+            else:
+                lines.append(f"  {key} = {err.instance!r}: {err.message}; allowed: "
+                             f"{_allowed(err.schema)}")
+        raise InputError("invalid configuration:\n" + "\n".join(lines)
+                         + "\nFix these keys in your config file (see config/schema.yaml).")
+    snakemake_validate(config, str(schema_path))
+
+
+def check(config: dict) -> None:
+    """Cross-key rules that the schema cannot express. Raises :class:`InputError`."""
+    sig, ml2d, demo = config["significant"], config["ml2d"], config["demo"]
+    problems = []
+    if not sig["alpha0"] < sig["alphaF"]:
+        problems.append(
+            f"significant.alpha0 = {sig['alpha0']} must be smaller than significant.alphaF = "
+            f"{sig['alphaF']}: significance starts relaxed (e.g. 80 %) and ends strict (99.5 %).")
+    if sig["tilt_min"] > sig["tilt_max"]:
+        problems.append(f"significant.tilt_min = {sig['tilt_min']} is larger than tilt_max = "
+                        f"{sig['tilt_max']}; allowed 0 ≤ tilt_min ≤ tilt_max ≤ 180.")
+    if not SYMMETRY_PATTERN.match(str(sig["symmetry"]).lower()):
+        problems.append(
+            f"significant.symmetry = {sig['symmetry']!r} is not a known group; use one of c1, "
+            "cN, ci, cs, cNv, cNh, dN, dNv, dNh, t, td, th, o, oh, i1, i2, i3, i4 (Xmipp names).")
+    if demo["defocus_min"] > demo["defocus_max"]:
+        problems.append(f"demo.defocus_min = {demo['defocus_min']} is larger than "
+                        f"demo.defocus_max = {demo['defocus_max']}.")
+    for key, value in (("particles", config["particles"]), ("ml2d.references", ml2d["references"]),
+                       ("significant.reference", sig["reference"]),
+                       ("significant.input", sig["input"])):
+        if value in (None, "demo", "ml2d"):
+            continue
+        if not Path(value).is_file():
+            problems.append(f"{key} = {value!r}: no such file (relative paths are relative to "
+                            f"{Path.cwd()}, the folder snakemake runs in).")
+    if problems:
+        raise InputError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def check_backend(config: dict) -> str:
+    """Resolve ``compute.backend`` now, so a missing GPU stops the run before any job."""
+    from cryosnake.kernels import BackendUnavailable, resolve_backend_name
+
+    try:
+        return resolve_backend_name(config["compute"]["backend"])
+    except BackendUnavailable as err:
+        raise InputError(f"compute.backend: {err}") from err

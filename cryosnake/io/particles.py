@@ -1,0 +1,116 @@
+"""Memory-mapped access to the particles of a canonical STAR (``{outdir}/input/particles.star``).
+
+:class:`ParticleStack` opens each MRC stack once, memory-mapped, and reads any subset of rows,
+so a chunk job touches only the pages of its own particles. Image paths resolve like RELION
+(relative to the working directory) and, failing that, relative to the STAR file's folder.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryosnake.errors import InputError
+from cryosnake.io import mrc, star
+
+
+def resolve_stack(path: str, star_dir: Path | None, source: Path | None = None) -> Path:
+    """Find an image stack: as given (relative to the working directory, RELION's rule), then
+    relative to ``star_dir``. The error names both places tried."""
+    p = Path(path)
+    tried = [p if p.is_absolute() else Path.cwd() / p]
+    if p.is_file():
+        return p
+    if not p.is_absolute() and star_dir is not None:
+        q = star_dir / p
+        tried.append(q)
+        if q.is_file():
+            return q
+    where = f" (referenced by {source})" if source else ""
+    raise InputError(
+        f"image stack {path!r}{where} not found. Tried: {' and '.join(map(str, tried))}. "
+        "RELION resolves rlnImageName relative to the folder you run in: run snakemake from "
+        "your project folder, or fix the paths in the STAR file."
+    )
+
+
+def chunk_rows(n_particles: int, chunk_size: int, chunk: int) -> np.ndarray:
+    """Row indices of chunk ``chunk`` (0-based) when ``n_particles`` are cut every
+    ``chunk_size``."""
+    start = chunk * chunk_size
+    if chunk < 0 or start >= n_particles:
+        raise IndexError(f"chunk {chunk} out of range for {n_particles} particles")
+    return np.arange(start, min(n_particles, start + chunk_size))
+
+
+def n_chunks(n_particles: int, chunk_size: int) -> int:
+    """Number of E-step chunks."""
+    return max(1, -(-n_particles // chunk_size))
+
+
+class ParticleStack:
+    """The particles of a canonical RELION 3.1 STAR, read lazily from memory-mapped stacks.
+
+    Attributes: ``table`` (particles with optics merged per row), ``optics``, ``n``, ``box``,
+    ``sampling`` (Å/px).
+    """
+
+    def __init__(self, star_path):
+        self.star_path = Path(star_path)
+        particles, optics = star.read_particles(self.star_path)
+        self.particles = particles
+        self.optics = optics
+        self.table = star.merge_optics(particles, optics)
+        index, paths = star.split_image_names(particles["rlnImageName"])
+        self._index0 = index.astype(np.int64) - 1
+        self._paths = paths
+        self._maps: dict[str, object] = {}
+
+    @property
+    def n(self) -> int:
+        return len(self.particles)
+
+    @cached_property
+    def box(self) -> int:
+        if "rlnImageSize" in self.table:
+            return int(self.table["rlnImageSize"].iloc[0])
+        return int(self._data(self._paths[0]).shape[-1])
+
+    @cached_property
+    def sampling(self) -> float:
+        return float(self.table["rlnImagePixelSize"].iloc[0])
+
+    def _data(self, path: str) -> np.ndarray:
+        if path not in self._maps:
+            stack = resolve_stack(path, self.star_path.parent, self.star_path)
+            self._maps[path] = mrc.open_memmap(stack)
+        data = self._maps[path].data
+        return data[None] if data.ndim == 2 else data
+
+    def read(self, rows) -> np.ndarray:
+        """Images of ``rows`` (input order), float32 ``[len(rows), box, box]``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        out = np.empty((len(rows), self.box, self.box), dtype=np.float32)
+        paths = self._paths[rows]
+        for path in pd.unique(paths):
+            sel = np.flatnonzero(paths == path)
+            out[sel] = self._data(path)[self._index0[rows[sel]]]
+        return out
+
+    def read_chunk(self, chunk: int, chunk_size: int) -> np.ndarray:
+        """Images of one E-step chunk."""
+        return self.read(chunk_rows(self.n, chunk_size, chunk))
+
+    def close(self) -> None:
+        for m in self._maps.values():
+            m.close()
+        self._maps.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

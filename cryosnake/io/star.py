@@ -1,0 +1,120 @@
+"""RELION STAR files (3.0 and 3.1+) through ``starfile``.
+
+cryosnake's canonical particle table is RELION 3.1: a ``data_optics`` table (one row per optics
+group: ``rlnOpticsGroup``, ``rlnImagePixelSize`` in Å/px, ``rlnImageSize``, ``rlnVoltage`` in kV,
+``rlnSphericalAberration`` in mm, ``rlnAmplitudeContrast``) and a ``data_particles`` table in
+input order. Columns we do not use pass straight through, as RELION does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from cryosnake.atomic import atomic_path
+from cryosnake.errors import InputError
+
+#: Per-particle columns that RELION 3.1 keeps in the optics table.
+OPTICS_COLUMNS = (
+    "rlnImagePixelSize",
+    "rlnImageSize",
+    "rlnImageDimensionality",
+    "rlnVoltage",
+    "rlnSphericalAberration",
+    "rlnAmplitudeContrast",
+)
+
+CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
+CTF_OPTICS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+
+
+def read_blocks(path) -> dict[str, pd.DataFrame]:
+    """Read every data block of a STAR file; a clear :class:`InputError` if it is malformed."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"the STAR file {path} does not exist. Check the path in your config.")
+    try:
+        blocks = starfile.read(path, always_dict=True)
+    except Exception as err:  # starfile raises ValueError, KeyError, IndexError, ...
+        raise InputError(
+            f"{path} is not a readable STAR file ({type(err).__name__}: {err}). Every row of a "
+            "loop_ must have one value per _label, values with spaces must be quoted; open the "
+            "file in a text editor near the reported problem, or re-export it from RELION."
+        ) from err
+    blocks = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    if not blocks:
+        raise InputError(f"{path} contains no loop_ table; expected data_particles (RELION).")
+    return blocks
+
+
+def read_particles(path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+    """Return ``(particles, optics)`` from a RELION 3.0 or 3.1+ STAR file.
+
+    RELION 3.0 files have a single particle table and ``optics`` is None. The particle table
+    must have ``rlnImageName``.
+    """
+    path = Path(path)
+    blocks = read_blocks(path)
+    optics = blocks.get("optics")
+    if "particles" in blocks:
+        particles = blocks["particles"]
+    elif len(blocks) == 1 or (optics is not None and len(blocks) == 2):
+        particles = next(v for k, v in blocks.items() if k != "optics")
+    else:
+        raise InputError(
+            f"{path} has data blocks {sorted(blocks)} but no data_particles; cryosnake reads "
+            "RELION particle STAR files (data_optics + data_particles, or one RELION 3.0 table)."
+        )
+    if "rlnImageName" not in particles.columns:
+        raise InputError(
+            f"{path}: the particle table has no rlnImageName column (columns: "
+            f"{', '.join(map(str, particles.columns))}). Point `particles:` at a particle STAR "
+            "file (e.g. RELION Extract/job*/particles.star), not a micrograph or model STAR."
+        )
+    if optics is not None and "rlnOpticsGroup" not in optics.columns:
+        raise InputError(f"{path}: data_optics has no rlnOpticsGroup column.")
+    return particles.reset_index(drop=True), optics
+
+
+def merge_optics(particles: pd.DataFrame, optics: pd.DataFrame | None) -> pd.DataFrame:
+    """Per-particle view: copy each optics-group value onto its particles (a new frame)."""
+    if optics is None:
+        return particles.copy()
+    if "rlnOpticsGroup" not in particles.columns:
+        if len(optics) != 1:
+            raise InputError("particles have no rlnOpticsGroup but there are several groups")
+        particles = particles.assign(rlnOpticsGroup=optics["rlnOpticsGroup"].iloc[0])
+    cols = [c for c in optics.columns if c not in particles.columns or c == "rlnOpticsGroup"]
+    merged = particles.merge(optics[cols], on="rlnOpticsGroup", how="left", sort=False)
+    return merged
+
+
+def write_particles(path, particles: pd.DataFrame, optics: pd.DataFrame) -> None:
+    """Write a RELION 3.1 particle STAR (optics + particles) atomically."""
+    with atomic_path(path, suffix=".star") as tmp:
+        starfile.write({"optics": optics, "particles": particles}, tmp, overwrite=True,
+                       float_format="%.6f")
+
+
+def write_table(path, table: pd.DataFrame, block: str) -> None:
+    """Write one table as ``data_<block>`` atomically."""
+    with atomic_path(path, suffix=".star") as tmp:
+        starfile.write({block: table}, tmp, overwrite=True, float_format="%.6f")
+
+
+def split_image_names(names) -> tuple[np.ndarray, np.ndarray]:
+    """``'000012@path/stack.mrcs'`` → (index 12 (1-based), ``'path/stack.mrcs'``).
+
+    A name without ``@`` is a single image (index 1).
+    """
+    names = pd.Series(names, dtype="string").astype(str)
+    has_at = names.str.contains("@", regex=False)
+    parts = names.str.split("@", n=1, expand=True)
+    if parts.shape[1] == 1:
+        parts[1] = None
+    index = np.where(has_at, pd.to_numeric(parts[0], errors="coerce"), 1)
+    path = np.where(has_at, parts[1], names).astype(str)
+    return index, path

@@ -1,0 +1,61 @@
+"""Jobs of the data rules: demo simulation and particle import."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from cryosnake import demo
+from cryosnake.atomic import write_json
+from cryosnake.io import importers, star
+
+
+def demo_job(demo_config: dict, folder) -> None:
+    """Simulate the demo dataset into ``folder`` (see :mod:`cryosnake.demo`)."""
+    settings = demo.DemoSettings.from_config(demo_config)
+    demo.write(settings, folder)
+    print(f"demo: {settings.n_particles} particles of {settings.box} px at {settings.sampling} "
+          f"Å/px, {settings.views} views, SNR {settings.snr}, CTF {settings.ctf}")
+
+
+def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=False) -> dict:
+    """Import ``source`` (any supported format) into the canonical STAR and a summary JSON."""
+    options = importers.ImportOptions(sampling=sampling, require_ctf=require_ctf)
+    particles, optics = importers.load(source, options)
+    table = star.merge_optics(particles, optics)
+    has_ctf = all(c in table for c in ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration",
+                                       "rlnAmplitudeContrast"))
+    pixel_sizes = np.unique(table["rlnImagePixelSize"].astype(float).round(5))
+    summary = {
+        "source": str(source),
+        "format": importers.detect_format(str(source)),
+        "n_particles": int(len(particles)),
+        "box": int(optics["rlnImageSize"].iloc[0]),
+        "sampling": float(pixel_sizes[0]),
+        "optics_groups": int(len(optics)),
+        "has_ctf": bool(has_ctf),
+    }
+    if len(pixel_sizes) > 1:
+        print(f"warning: several pixel sizes {pixel_sizes.tolist()} Å/px; using "
+              f"{pixel_sizes[0]} for Å conversions")
+    star.write_particles(out_star, particles, optics)
+    write_json(out_summary, summary)
+    print(f"imported {summary['n_particles']} particles of {summary['box']} px at "
+          f"{summary['sampling']} Å/px from {source} ({summary['format']}); CTF: {has_ctf}")
+    return summary
+
+
+def count_particles(source) -> int:
+    """Number of particles in ``source`` without validating anything (DAG construction)."""
+    fmt = importers.detect_format(str(source))
+    path = Path(source)
+    if fmt == "star":
+        return len(importers.read_relion(path)[0])
+    if fmt == "xmd":
+        return len(importers.read_xmd(path)[0])
+    if fmt == "cs":
+        return len(np.load(path, mmap_mode="r"))
+    from cryosnake.io import mrc
+
+    return mrc.header_info(path)["shape"][0]

@@ -1,0 +1,65 @@
+"""Script-side plumbing shared by every rule script: logging to the rule's log file, clear
+errors, thread settings."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import time
+from pathlib import Path
+
+from cryosnake.errors import InputError
+
+
+class _Tee:
+    def __init__(self, *streams):
+        self.streams = streams
+
+    def write(self, text):
+        for s in self.streams:
+            s.write(text)
+            s.flush()
+        return len(text)
+
+    def flush(self):
+        for s in self.streams:
+            s.flush()
+
+    def isatty(self):
+        return False
+
+
+def set_threads(threads: int) -> None:
+    """Limit numba and BLAS/FFT threads to the rule's ``threads``."""
+    threads = max(1, int(threads))
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+
+
+@contextlib.contextmanager
+def rule_job(log_path=None, threads: int = 1, name: str = "job"):
+    """Run a rule's body: output to the log (and the console), :class:`InputError` printed as a
+    one-paragraph message (no traceback) and exit status 1."""
+    set_threads(threads)
+    log = None
+    stdout, stderr = sys.stdout, sys.stderr
+    if log_path:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        log = open(log_path, "w")  # noqa: SIM115
+        sys.stdout = _Tee(stdout, log)
+        sys.stderr = _Tee(stderr, log)
+    start = time.perf_counter()
+    try:
+        yield
+        print(f"[{name}] done in {time.perf_counter() - start:.1f} s")
+    except InputError as err:
+        print(f"\ncryosnake: ERROR: {err}\n", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        sys.stdout, sys.stderr = stdout, stderr
+        if log:
+            log.close()

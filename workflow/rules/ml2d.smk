@@ -1,0 +1,1 @@
+# ML2D rules (filled below)
