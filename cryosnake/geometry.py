@@ -22,7 +22,8 @@ def rotation2d(phi_deg) -> np.ndarray:
 
 def euler_matrix(rot, tilt, psi) -> np.ndarray:
     """ZYZ Euler matrix ``E = Rz(psi) Ry(tilt) Rz(rot)`` (degrees), shape ``[..., 3, 3]``."""
-    a, b, g = np.broadcast_arrays(*(np.deg2rad(np.asarray(v, np.float64)) for v in (rot, tilt, psi)))
+    angles = (np.deg2rad(np.asarray(v, np.float64)) for v in (rot, tilt, psi))
+    a, b, g = np.broadcast_arrays(*angles)
     ca, sa, cb, sb, cg, sg = np.cos(a), np.sin(a), np.cos(b), np.sin(b), np.cos(g), np.sin(g)
     cc, cs, sc, ss = cb * ca, cb * sa, sb * ca, sb * sa
     rows = [

@@ -295,7 +295,8 @@ def validate(particles: pd.DataFrame, optics: pd.DataFrame, source: Path,
             next(kv for kv in boxes.items() if kv[1][0] == s) for s in sorted(sizes)[:2]]
         raise InputError(f"{source}: mixed box sizes: row {r1 + 1} ({p1}) is {b1} px but row "
                          f"{r2 + 1} ({p2}) is {b2} px. All particles must share one box size; "
-                         "re-extract them with the same box (or rescale with relion_image_handler).")
+                         "re-extract them with the same box (or rescale them with "
+                         "relion_image_handler).")
     box = sizes.pop()
     if options.check_pixels:
         _check_finite(index, paths, source)

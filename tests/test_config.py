@@ -1,0 +1,105 @@
+"""The configuration: schema (types, ranges, unknown keys) and cross-key rules."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from cryosnake import config as cs_config
+from cryosnake.errors import InputError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = REPO / "config" / "schema.yaml"
+
+
+@pytest.fixture
+def cfg():
+    return yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def set_key(cfg, dotted, value):
+    cfg = copy.deepcopy(cfg)
+    *parents, last = dotted.split(".")
+    node = cfg
+    for p in parents:
+        node = node[p]
+    node[last] = value
+    return cfg
+
+
+def test_default_config_is_valid_and_complete(cfg):
+    cs_config.validate(cfg, SCHEMA)
+    cs_config.check(cfg)
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for section in ("compute", "demo", "ml2d", "significant"):
+        assert set(cfg[section]) == set(schema["properties"][section]["properties"]), section
+    seed_keys = {
+        "ml2d": {"classes", "references", "fourier", "ctf_correction", "phase_flipped",
+                 "high_res_limit", "mirror", "fast", "norm", "max_iterations", "psi_step",
+                 "noise_std", "offset_std", "seed"},
+        "significant": {"input", "symmetry", "reference", "angular_sampling", "tilt_min",
+                        "tilt_max", "max_shift", "alpha0", "alphaF", "iterations", "imed",
+                        "strict_direction", "angular_neighborhood", "fisher",
+                        "target_resolution", "keep_intermediate", "seed"},
+        "compute": {"backend", "chunk_size", "threads"},
+    }
+    for section, keys in seed_keys.items():
+        assert keys <= set(cfg[section]), section
+
+
+def test_scipion_defaults(cfg):
+    m, s = cfg["ml2d"], cfg["significant"]
+    assert (m["classes"], m["mirror"], m["fast"], m["norm"], m["max_iterations"]) == \
+        (3, True, True, False, 100)
+    assert (m["psi_step"], m["noise_std"], m["offset_std"], m["high_res_limit"]) == \
+        (5.0, 1.0, 3.0, 20.0)
+    assert (s["alpha0"], s["alphaF"], s["iterations"], s["angular_sampling"]) == \
+        (80.0, 99.5, 50, 5.0)
+    assert (s["tilt_min"], s["tilt_max"], s["max_shift"], s["imed"], s["fisher"]) == \
+        (0.0, 180.0, -1.0, True, True)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("ml2d.psi_step", 0, r"ml2d.psi_step = 0: .*allowed: .*> 0"),
+    ("ml2d.psi_step", -5.0, r"ml2d.psi_step = -5.0"),
+    ("ml2d.classes", 0, r"ml2d.classes = 0: .*≥ 1"),
+    ("ml2d.mirror", "yes", r"ml2d.mirror = 'yes': .*not of type 'boolean'"),
+    ("compute.backend", "gpu", r"compute.backend = 'gpu': .*one of auto, cpu, cuda"),
+    ("compute.chunk_size", 0, r"compute.chunk_size = 0"),
+    ("significant.alpha0", 100, r"significant.alpha0 = 100: .*< 100"),
+    ("significant.tilt_max", 200, r"significant.tilt_max = 200: .*≤ 180"),
+    ("significant.max_shift", -3, r"significant.max_shift = -3: .*≥ -1"),
+    ("ml2d.bogus", 1, r"ml2d: Additional properties are not allowed \('bogus'"),
+])
+def test_schema_errors_name_key_and_range(cfg, key, value, match):
+    with pytest.raises(InputError, match=match):
+        cs_config.validate(set_key(cfg, key, value), SCHEMA)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("significant.alpha0", 99.9, r"alpha0 = 99.9 must be smaller than significant.alphaF"),
+    ("significant.tilt_min", 170.0, r"tilt_min = 170.0 is larger than tilt_max = 90"),
+    ("significant.symmetry", "x7", r"symmetry = 'x7' is not a known group"),
+    ("ml2d.references", "nope.mrcs", r"ml2d.references = 'nope.mrcs': no such file"),
+    ("particles", "missing.star", r"particles = 'missing.star': no such file"),
+    ("demo.defocus_min", 40000.0, r"defocus_min = 40000.0 is larger"),
+])
+def test_cross_key_rules(cfg, key, value, match):
+    bad = set_key(set_key(cfg, "significant.tilt_max", 90.0), key, value)
+    cs_config.validate(bad, SCHEMA)
+    with pytest.raises(InputError, match=match):
+        cs_config.check(bad)
+
+
+def test_cuda_backend_without_gpu_is_a_clear_error(cfg, monkeypatch):
+    monkeypatch.delenv("NUMBA_ENABLE_CUDASIM", raising=False)
+    from cryosnake import kernels
+
+    if kernels.cuda_available():
+        pytest.skip("a GPU is present")
+    with pytest.raises(InputError, match="compute.backend: .*no usable CUDA GPU"):
+        cs_config.check_backend(set_key(cfg, "compute.backend", "cuda"))
+    assert cs_config.check_backend(cfg) == "cpu"
