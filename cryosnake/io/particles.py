@@ -20,21 +20,37 @@ from cryosnake.io import mrc, star
 def resolve_stack(path: str, star_dir: Path | None, source: Path | None = None) -> Path:
     """Find an image stack: as given (relative to the working directory, RELION's rule), then
     relative to ``star_dir``. The error names both places tried."""
+    path = str(path)
     p = Path(path)
-    tried = [p if p.is_absolute() else Path.cwd() / p]
     if p.is_file():
         return p
+    tried = [p.absolute()]
     if not p.is_absolute() and star_dir is not None:
-        q = star_dir / p
-        tried.append(q)
+        q = Path(star_dir) / p
         if q.is_file():
             return q
+        if q.absolute() not in tried:
+            tried.append(q.absolute())
     where = f" (referenced by {source})" if source else ""
     raise InputError(
         f"image stack {path!r}{where} not found. Tried: {' and '.join(map(str, tried))}. "
         "RELION resolves rlnImageName relative to the folder you run in: run snakemake from "
         "your project folder, or fix the paths in the STAR file."
     )
+
+
+def read_image_names(names, star_dir: Path | None = None, source=None) -> np.ndarray:
+    """Read the images named ``N@stack`` (RELION ``rlnImageName`` / ``rlnReferenceImage``)."""
+    index, paths = star.split_image_names(names)
+    out = []
+    for i, p in zip(index, paths, strict=True):
+        with mrc.open_memmap(resolve_stack(p, star_dir, source)) as m:
+            data = m.data if m.data.ndim == 3 else m.data[None]
+            if not 1 <= int(i) <= len(data):
+                raise InputError(f"{source}: image {int(i)}@{p} is beyond the end of the stack "
+                                 f"({len(data)} images).")
+            out.append(np.array(data[int(i) - 1], dtype=np.float32))
+    return np.stack(out)
 
 
 def chunk_rows(n_particles: int, chunk_size: int, chunk: int) -> np.ndarray:

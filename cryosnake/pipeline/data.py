@@ -59,3 +59,11 @@ def count_particles(source) -> int:
     from cryosnake.io import mrc
 
     return mrc.header_info(path)["shape"][0]
+
+
+def read_summary(path) -> dict:
+    """The import summary (n_particles, box, sampling, has_ctf, ...)."""
+    import json
+
+    with open(path) as fh:
+        return json.load(fh)

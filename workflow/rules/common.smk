@@ -43,3 +43,69 @@ wildcard_constraints:
 def read_json(path):
     with open(path) as fh:
         return json.load(fh)
+
+
+# --- ML2D -----------------------------------------------------------------------------------
+
+ML2D = f"{OUT}/ml2d"
+ML2D_GENERATE = not config["ml2d"]["references"]
+INPUT_STAR = f"{OUT}/input/particles.star"
+INPUT_SUMMARY = f"{OUT}/input/summary.json"
+
+
+def ml2d_algorithm_params():
+    """The ml2d keys that change the numbers (a change recomputes from iteration 0).
+    max_iterations only decides where the chain stops, so it is left out."""
+    keys = dict(config["ml2d"])
+    keys.pop("max_iterations")
+    if not keys["fourier"]:
+        for k in ("ctf_correction", "phase_flipped", "high_res_limit"):
+            keys.pop(k)
+    return keys
+
+
+def ml2d_model(i):
+    """model.json that iteration i's E-step works against."""
+    if i == 0:
+        return f"{ML2D}/start/model.json"
+    return f"{ML2D}/iter_{i - 1:03d}/model.json"
+
+
+def ml2d_estep_inputs(wildcards):
+    i = int(wildcards.iter)
+    model = ml2d_model(i)
+    inputs = {
+        "particles": INPUT_STAR,
+        "summary": INPUT_SUMMARY,
+        "model": model,
+        "references": model.replace("model.json", "references.mrcs"),
+    }
+    if i >= 2:  # iteration 1 starts from a fresh state (the start model has other classes)
+        inputs["state"] = f"{ML2D}/iter_{i - 1:03d}/chunks/state_{wildcards.chunk}.npz"
+    return inputs
+
+
+def estep_mem_mb(wildcards, input):
+    box = read_json(input.summary)["box"]
+    return 1500 + (CHUNK_SIZE * box * box * 4 * 8) // 2**20
+
+
+def ml2d_final_iteration():
+    """Walk the M-step checkpoints: the first converged iteration, or max_iterations."""
+    i = 1
+    while True:
+        model = checkpoints.ml2d_mstep.get(iter=f"{i:03d}").output.model
+        if i >= config["ml2d"]["max_iterations"] or read_json(model)["converged"]:
+            return i
+        i += 1
+
+
+def ml2d_final_inputs(wildcards):
+    i = ml2d_final_iteration()
+    folder = f"{ML2D}/iter_{i:03d}"
+    return {
+        "particles": INPUT_STAR,
+        "model": f"{folder}/model.json",
+        "references": f"{folder}/references.mrcs",
+        "assignments": expand(f"{folder}/chunks/assignments_{{chunk}}.npz", chunk=CHUNKS),
+    }

@@ -1,1 +1,105 @@
-# ML2D rules (filled below)
+# ML2D / MLF2D: one E-step job per particle chunk and iteration, one M-step per iteration.
+# The M-step is a checkpoint: after each one the final-iteration function reads model.json
+# and either asks for the next iteration or stops (converged, or ml2d.max_iterations).
+# A rerun resumes after the last completed M-step; nothing completed is recomputed.
+
+rule ml2d_start:
+    input:
+        particles=INPUT_STAR,
+    output:
+        model=f"{ML2D}/start/model.json" if ML2D_GENERATE else f"{ML2D}/iter_000/model.json",
+        references=(
+            f"{ML2D}/start/references.mrcs"
+            if ML2D_GENERATE
+            else f"{ML2D}/iter_000/references.mrcs"
+        ),
+    params:
+        ml2d=ml2d_algorithm_params(),
+        chunk_size=CHUNK_SIZE,
+    log:
+        f"{ML2D}/logs/start.log",
+    benchmark:
+        f"{OUT}/benchmarks/ml2d_start.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/ml2d_start.py"
+
+
+rule ml2d_estep:
+    input:
+        unpack(ml2d_estep_inputs),
+    output:
+        sums=f"{ML2D}/iter_{{iter}}/chunks/sums_{{chunk}}.npz",
+        state=f"{ML2D}/iter_{{iter}}/chunks/state_{{chunk}}.npz",
+        assignments=f"{ML2D}/iter_{{iter}}/chunks/assignments_{{chunk}}.npz",
+    params:
+        ml2d=ml2d_algorithm_params(),
+        chunk_size=CHUNK_SIZE,
+    log:
+        f"{ML2D}/logs/iter_{{iter}}/estep_{{chunk}}.log",
+    benchmark:
+        f"{OUT}/benchmarks/ml2d/estep_{{iter}}_{{chunk}}.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=estep_mem_mb,
+        runtime=240,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/ml2d_estep.py"
+
+
+checkpoint ml2d_mstep:
+    input:
+        summary=INPUT_SUMMARY,
+        model=lambda w: ml2d_model(int(w.iter)),
+        references=lambda w: ml2d_model(int(w.iter)).replace("model.json", "references.mrcs"),
+        sums=expand(f"{ML2D}/iter_{{{{iter}}}}/chunks/sums_{{chunk}}.npz", chunk=CHUNKS),
+    output:
+        model=f"{ML2D}/iter_{{iter}}/model.json",
+        references=f"{ML2D}/iter_{{iter}}/references.mrcs",
+    params:
+        ml2d=ml2d_algorithm_params(),
+    log:
+        f"{ML2D}/logs/iter_{{iter}}/mstep.log",
+    benchmark:
+        f"{OUT}/benchmarks/ml2d/mstep_{{iter}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/ml2d_mstep.py"
+
+
+ruleorder: ml2d_start > ml2d_mstep
+
+
+rule ml2d:
+    input:
+        unpack(ml2d_final_inputs),
+    output:
+        classes=f"{ML2D}/classes.mrcs",
+        classes_star=f"{ML2D}/classes.star",
+        particles=f"{ML2D}/particles.star",
+        model=f"{ML2D}/model.json",
+    params:
+        ml2d=ml2d_algorithm_params(),
+    log:
+        f"{ML2D}/logs/final.log",
+    benchmark:
+        f"{OUT}/benchmarks/ml2d_final.tsv"
+    resources:
+        mem_mb=4000,
+        runtime=30,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/ml2d_final.py"

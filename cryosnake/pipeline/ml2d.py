@@ -1,0 +1,166 @@
+"""Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs.
+
+Files of one run (``{outdir}/ml2d``):
+
+* ``start/``: the single global average that iteration 0 of "generate classes" aligns to.
+* ``iter_NNN/``: ``model.json`` + ``references.mrcs`` written by the M-step of iteration NNN,
+  and ``chunks/{sums,state,assignments}_CCCC.npz`` written by its E-step jobs.
+* ``classes.mrcs``, ``classes.star``, ``particles.star``, ``model.json``: the final outputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryosnake.atomic import save_npz
+from cryosnake.errors import InputError
+from cryosnake.io import mrc, star
+from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_names
+from cryosnake.kernels import get_backend
+from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
+from cryosnake.ml2d.init import (
+    initial_model_from_average,
+    initial_model_from_references,
+    random_group_labels,
+)
+
+#: The documented mirror-flag column of ``particles.star`` (1 = the particle was mirrored
+#: (x → −x about the box centre) after shifting by the origin and before rotating by −psi).
+MIRROR_COLUMN = "cryosnakeMirror"
+
+
+def settings_from_config(ml2d: dict) -> ML2DSettings:
+    """The ``ml2d:`` config section as :class:`ML2DSettings`."""
+    return ML2DSettings(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"],
+                        mirror=ml2d["mirror"], fast=ml2d["fast"], norm=ml2d["norm"],
+                        noise_std=ml2d["noise_std"], offset_std=ml2d["offset_std"],
+                        max_iterations=ml2d["max_iterations"], seed=ml2d["seed"])
+
+
+def read_references(path, box: int) -> np.ndarray:
+    """User references from an MRC stack or a STAR of images; the box must match."""
+    if str(path).endswith(".star"):
+        table = next(iter(star.read_blocks(path).values()))
+        col = next((c for c in ("rlnReferenceImage", "rlnImageName") if c in table), None)
+        if col is None:
+            raise InputError(f"{path}: no rlnReferenceImage or rlnImageName column.")
+        refs = read_image_names(table[col], Path(path).parent, path)
+    else:
+        refs = mrc.read(path)
+        refs = refs[None] if refs.ndim == 2 else refs
+    if refs.shape[-1] != box or refs.shape[-2] != box:
+        raise InputError(
+            f"ml2d.references = {path}: references are {refs.shape[-1]}×{refs.shape[-2]} px but "
+            f"the particles are {box}×{box} px. Resample the references to the particle box "
+            "(e.g. relion_image_handler --new_box / --rescale_angpix).")
+    if not np.isfinite(refs).all():
+        raise InputError(f"ml2d.references = {path}: the references contain NaN or Inf.")
+    return refs.astype(np.float64)
+
+
+def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs) -> None:
+    """Iteration-0 input: the global average (generated classes) or the user references."""
+    settings = settings_from_config(ml2d_cfg)
+    with ParticleStack(particles_star) as ps:
+        if ml2d_cfg["references"]:
+            model = initial_model_from_references(read_references(ml2d_cfg["references"], ps.box),
+                                                  settings)
+        else:
+            total = np.zeros((ps.box, ps.box))
+            for c in range(n_chunks(ps.n, chunk_size)):
+                total += ps.read_chunk(c, chunk_size).sum(axis=0, dtype=np.float64)
+            model = initial_model_from_average(total / ps.n, settings)
+        model.save(out_model, out_refs, ps.sampling)
+    print(f"start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
+          f"xi {model.sigma_offset:.4g}")
+
+
+def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
+              backend: str, model_json, previous_state, out_sums, out_state,
+              out_assignments) -> None:
+    """E-step of one particle chunk against the model of the previous iteration."""
+    settings = settings_from_config(ml2d_cfg)
+    model = ML2DModel.load(model_json)
+    with ParticleStack(particles_star) as ps:
+        rows = chunk_rows(ps.n, chunk_size, chunk)
+        images = ps.read(rows)
+        n_total = ps.n
+    generated_start = iteration == 0 and not ml2d_cfg["references"]
+    groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]
+              if generated_start else None)
+    state = (ParticleState.load(previous_state) if previous_state
+             else ParticleState.initial(len(rows), model.n_classes, settings))
+    sums, assignments, new_state = estep(images, model, settings, state, group_labels=groups,
+                                         backend=get_backend(backend))
+    sums.save(out_sums)
+    new_state.save(out_state)
+    save_npz(out_assignments, rows=rows, **assignments)
+    print(f"E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
+          f"LL {sums.loglik_sum:.6g}")
+
+
+def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model,
+              out_refs) -> ML2DModel:
+    """Gather the chunk sums and update the model (spec §1.8–1.10)."""
+    settings = settings_from_config(ml2d_cfg)
+    model = ML2DModel.load(model_json)
+    total = sum(Sums.load(p) for p in sums_paths)
+    new = mstep(model, total, settings)
+    new.save(out_model, out_refs, sampling)
+    change = np.nanmax(new.signal_change) if np.isfinite(new.signal_change).any() else np.nan
+    print(f"M-step iteration {new.iteration}: LL {new.loglik:.8g}, <Pmax> {new.ave_pmax:.4f}, "
+          f"sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, max change {change:.4g}, "
+          f"converged {new.converged}")
+    return new
+
+
+def load_assignments(paths) -> dict[str, np.ndarray]:
+    """Concatenate the per-chunk assignment files in particle order."""
+    parts = []
+    for p in paths:
+        with np.load(p) as z:
+            parts.append({k: z[k] for k in z.files})
+    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    order = np.argsort(out["rows"], kind="stable")
+    return {k: v[order] for k, v in out.items()}
+
+
+def final_job(particles_star, model_json, assignment_paths, ml2d_cfg: dict, out_classes,
+              out_classes_star, out_particles, out_model) -> None:
+    """Final class averages, per-class table and per-particle assignments (RELION 3.1)."""
+    model = ML2DModel.load(model_json)
+    particles, optics = star.read_particles(particles_star)
+    sampling = float(star.merge_optics(particles, optics)["rlnImagePixelSize"].iloc[0])
+    a = load_assignments(assignment_paths)
+    if len(a["rows"]) != len(particles) or (a["rows"] != np.arange(len(particles))).any():
+        raise RuntimeError("assignment chunks do not cover the particles exactly once")
+    mrc.write_stack(out_classes, model.references, sampling)
+    model.save(out_model, str(out_model).replace(".json", "_references.mrcs"), sampling)
+
+    counts = np.bincount(a["class_number"] - 1, minlength=model.n_classes)
+    classes = pd.DataFrame({
+        "rlnReferenceImage": [f"{k + 1:06d}@{out_classes}" for k in range(model.n_classes)],
+        "rlnClassDistribution": model.class_fractions,
+        "cryosnakeParticleCount": counts,
+        "cryosnakeClassWeight": model.class_weights,
+        "cryosnakeMirrorFraction": model.mirror_fractions,
+        "cryosnakeSignalChange": np.nan_to_num(model.signal_change, nan=0.0),
+    })
+    star.write_table(out_classes_star, classes, "classes")
+
+    out = particles.drop(columns=[c for c in ("rlnOriginX", "rlnOriginY") if c in particles])
+    out["rlnClassNumber"] = a["class_number"].astype(int)
+    out["rlnAnglePsi"] = a["psi_deg"]
+    out["rlnOriginXAngst"] = a["origin_x_px"] * sampling
+    out["rlnOriginYAngst"] = a["origin_y_px"] * sampling
+    out[MIRROR_COLUMN] = a["mirror"].astype(int)
+    out["rlnMaxValueProbDistribution"] = a["max_posterior"]
+    out["rlnLogLikeliContribution"] = a["loglik"]
+    if ml2d_cfg["norm"]:
+        out["rlnNormCorrection"] = a["norm_scale"]
+    star.write_particles(out_particles, out, optics)
+    print("classes: " + ", ".join(f"{k + 1}: {c} ({100 * c / len(out):.1f} %)"
+                                  for k, c in enumerate(counts)))

@@ -1,0 +1,9 @@
+"""Rule ml2d: final classes, class table and per-particle assignments."""
+
+from cryosnake.pipeline.jobs import rule_job
+from cryosnake.pipeline.ml2d import final_job
+
+with rule_job(snakemake.log[0], snakemake.threads, "ml2d"):
+    final_job(snakemake.input.particles, snakemake.input.model, snakemake.input.assignments,
+              snakemake.config["ml2d"], snakemake.output.classes, snakemake.output.classes_star,
+              snakemake.output.particles, snakemake.output.model)
