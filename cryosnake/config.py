@@ -86,6 +86,10 @@ def check(config: dict) -> None:
         if not Path(value).is_file():
             problems.append(f"{key} = {value!r}: no such file (relative paths are relative to "
                             f"{Path.cwd()}, the folder snakemake runs in).")
+    if ml2d["fourier"]:
+        problems.append(
+            "ml2d.fourier: true (MLF2D) is not available in this version of cryosnake yet; "
+            "set ml2d.fourier: false to run ML2D (real space).")
     if problems:
         raise InputError("invalid configuration:\n  " + "\n  ".join(problems))
 
