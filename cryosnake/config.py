@@ -8,15 +8,14 @@ the key, the value and what is allowed.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import jsonschema
 import yaml
 
 from cryosnake.errors import InputError
-
-SYMMETRY_PATTERN = re.compile(r"^(c\d+|c\d+v|c\d+h|ci|cs|d\d+|d\d+v|d\d+h|t|td|th|o|oh|i|i[1-4])$")
+from cryosnake.significant.symmetry import parse_symmetry
+from cryosnake.significant.weights import check_alpha_symmetry
 
 
 def _key(path) -> str:
@@ -71,10 +70,15 @@ def check(config: dict) -> None:
     if sig["tilt_min"] > sig["tilt_max"]:
         problems.append(f"significant.tilt_min = {sig['tilt_min']} is larger than tilt_max = "
                         f"{sig['tilt_max']}; allowed 0 ≤ tilt_min ≤ tilt_max ≤ 180.")
-    if not SYMMETRY_PATTERN.match(str(sig["symmetry"]).lower()):
-        problems.append(
-            f"significant.symmetry = {sig['symmetry']!r} is not a known group; use one of c1, "
-            "cN, ci, cs, cNv, cNh, dN, dNv, dNh, t, td, th, o, oh, i1, i2, i3, i4 (Xmipp names).")
+    try:
+        parse_symmetry(sig["symmetry"])
+    except ValueError as err:
+        problems.append(f"significant.symmetry: {err}")
+    else:
+        try:
+            check_alpha_symmetry(sig["alpha0"], sig["symmetry"])
+        except ValueError as err:
+            problems.append(f"significant.alpha0: {err}")
     if demo["defocus_min"] > demo["defocus_max"]:
         problems.append(f"demo.defocus_min = {demo['defocus_min']} is larger than "
                         f"demo.defocus_max = {demo['defocus_max']}.")

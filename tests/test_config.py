@@ -82,7 +82,8 @@ def test_schema_errors_name_key_and_range(cfg, key, value, match):
 @pytest.mark.parametrize("key,value,match", [
     ("significant.alpha0", 99.9, r"alpha0 = 99.9 must be smaller than significant.alphaF"),
     ("significant.tilt_min", 170.0, r"tilt_min = 170.0 is larger than tilt_max = 90"),
-    ("significant.symmetry", "x7", r"symmetry = 'x7' is not a known group"),
+    ("significant.symmetry", "x7", r"symmetry: unknown symmetry group 'x7'; valid Xmipp names"),
+    ("significant.symmetry", "i1", r"alpha0 = 80.0% is too low for symmetry 'i1'"),
     ("ml2d.references", "nope.mrcs", r"ml2d.references = 'nope.mrcs': no such file"),
     ("particles", "missing.star", r"particles = 'missing.star': no such file"),
     ("demo.defocus_min", 40000.0, r"defocus_min = 40000.0 is larger"),

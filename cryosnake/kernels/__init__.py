@@ -22,7 +22,7 @@ class BackendUnavailable(RuntimeError):
 
 
 def cuda_available() -> bool:
-    """True when numba can see a CUDA GPU (or ``NUMBA_ENABLE_CUDASIM=1`` is set) and CuPy imports."""
+    """True when numba sees a CUDA GPU (or ``NUMBA_ENABLE_CUDASIM=1`` is set) and CuPy imports."""
     try:
         from numba import cuda
     except Exception:  # pragma: no cover - numba always installed, numba.cuda may fail

@@ -160,7 +160,7 @@ def final_job(particles_star, model_json, assignment_paths, ml2d_cfg: dict, out_
     out["rlnMaxValueProbDistribution"] = a["max_posterior"]
     out["rlnLogLikeliContribution"] = a["loglik"]
     if ml2d_cfg["norm"]:
-        out["rlnNormCorrection"] = a["norm_scale"]
+        out["rlnNormCorrection"] = a["norm_scale"] / model.norm_scale_mean
     star.write_particles(out_particles, out, optics)
     print("classes: " + ", ".join(f"{k + 1}: {c} ({100 * c / len(out):.1f} %)"
                                   for k, c in enumerate(counts)))

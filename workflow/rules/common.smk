@@ -109,3 +109,36 @@ def ml2d_final_inputs(wildcards):
         "references": f"{folder}/references.mrcs",
         "assignments": expand(f"{folder}/chunks/assignments_{{chunk}}.npz", chunk=CHUNKS),
     }
+
+
+# --- Reconstruct Significant ----------------------------------------------------------------
+
+SIG = f"{OUT}/significant"
+SIG_ITERATIONS = config["significant"]["iterations"]
+
+
+def significant_algorithm_params():
+    """The significant keys that change the numbers (keep_intermediate only keeps files)."""
+    keys = dict(config["significant"])
+    keys.pop("keep_intermediate")
+    return keys
+
+
+def significant_keep(path):
+    """Intermediate iteration files: kept with keep_intermediate, else temporary (removed once
+    the next iteration has used them; a rerun after a kill still finds the last one)."""
+    return path if config["significant"]["keep_intermediate"] else temp(path)
+
+
+def significant_prepare_inputs(wildcards):
+    if config["significant"]["input"] == "ml2d":
+        return {"averages": f"{OUT}/ml2d/classes.mrcs",
+                "classes_star": f"{OUT}/ml2d/classes.star"}
+    return {"averages": config["significant"]["input"]}
+
+
+def significant_start_inputs(wildcards):
+    inputs = {"averages": f"{SIG}/input/averages.mrcs", "info": f"{SIG}/input/info.json"}
+    if config["significant"]["reference"]:
+        inputs["reference"] = config["significant"]["reference"]
+    return inputs

@@ -1,0 +1,16 @@
+"""CPU backend: numba (parallel) kernels and batched ``scipy.fft`` transforms.
+
+Each submodule owns one family of kernels and lists them in its ``__all__``:
+
+* ``image``  - 2D image kernels (rotation, Fourier shifts, batched real FFTs, radial averages)
+* ``ml2d``   - the ML2D/MLF2D E-step inner loops (weights, accumulation)
+* ``volume`` - 3D Fourier projection (central slices) and weighted Fourier insertion
+* ``align``  - gallery alignment for Reconstruct Significant
+"""
+
+from .align import *  # noqa: F401,F403
+from .image import *  # noqa: F401,F403
+from .ml2d import *  # noqa: F401,F403
+from .volume import *  # noqa: F401,F403
+
+NAME = "cpu"

@@ -1,0 +1,455 @@
+"""ML2D E-step over one chunk of particles (spec ``algorithms.md`` §1.6, §1.7, §1.12, §1.13).
+
+For every image ``X_i`` and every hypothesis ``h = (k, j, f, s)`` (§1.3):
+
+    d_h = 1/2 ||G_f X - b - s_i Sh_s B_kj||^2
+        = 1/2 (||X - b||^2 + s_i^2 A2_k) + s_i b Bsum_kj - s_i c_kjf(s)      (§1.6, §1.13)
+
+with ``c_kjf(s) = sum_p B_kj(p) (G_f X)(p + s)`` from batched real FFTs (§1.7; ``s_i = 1``,
+``b = 0`` without ``norm``). The posteriors ``gamma_h = pi_h e^{-d_h/sigma^2} / W`` come from
+a log-sum-exp per image (§1.6.1) with the skipping rule of §1.6.2; the image, brought into
+the frame of each ``B_kj`` and weighted, accumulates into ``S_kj`` (by direct shifts where a
+block has few non-zero weights, else through the FFT of the weight map), and ``S_kj`` is
+back-rotated into per-class sums before returning (so the output is small, §1.8).
+
+Work is done in sub-batches of at most ``settings.max_blocks`` blocks, so memory is bounded
+whatever the chunk size.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from cryosnake.kernels import cpu as _cpu
+
+from .hypotheses import (
+    FLIP_MATRICES,
+    INVERSE_FLIP,
+    log_offset_prior,
+    physical_offset,
+    psi_grid,
+    total_angle,
+    translation_half_width,
+    window_shifts,
+)
+from .model import ML2DModel
+from .poses import hypothesis_to_pose
+from .references import back_rotate_sums, reference_bank
+from .settings import ML2DSettings
+from .state import INVALID_OFFSET, ParticleState
+from .sums import Sums
+
+_PRESELECT_BATCH = 128  # images per fast-mode pre-selection batch
+_FFT_CHUNK = 2048  # blocks per batched inverse FFT
+
+
+def hypothesis_log_priors(model: ML2DModel, n_flips: int) -> np.ndarray:
+    """``log(alpha_k * (1 - m_k or m_k))`` per class and flip, ``[K, n_flips]`` (spec §1.4).
+
+    Without mirrors (4 flips) the mirror prior factor is 1. ``-inf`` marks impossible blocks
+    (dead classes, ``m_k`` of 0 or 1), which are never computed.
+    """
+    alpha = model.class_fractions
+    m = model.mirror_fractions
+    with np.errstate(divide="ignore"):
+        if n_flips == 4:
+            lp = np.log(alpha)[:, None] * np.ones((1, 4))
+        else:
+            fam = np.stack([1.0 - m, m], axis=1)  # [K, 2]
+            lp = np.log(alpha)[:, None] + np.log(np.repeat(fam, 4, axis=1))
+    return np.where(np.isfinite(lp), lp, -np.inf)
+
+
+class _Context:
+    """Per-call constants: reference bank, spectra, priors, translation window."""
+
+    def __init__(self, model: ML2DModel, settings: ML2DSettings, backend):
+        self.backend = backend
+        self.settings = settings
+        self.n = model.image_size
+        self.D = self.n * self.n
+        self.K = model.n_classes
+        self.psi_deg, _ = psi_grid(settings.psi_step)
+        self.n_psi = len(self.psi_deg)
+        self.F = settings.n_flips
+        self.dtype = settings.real_dtype
+        self.bank = reference_bank(model.references, self.psi_deg, backend)
+        flat = self.bank.B.reshape(self.K * self.n_psi, self.n, self.n).astype(self.dtype)
+        self.sigma2 = float(model.sigma_noise) ** 2
+        self.xi = float(model.sigma_offset)
+        self.w = translation_half_width(
+            self.xi, self.n, settings.window_factor, settings.max_shift_px
+        )
+        # conj(FFT(B_kj)) with the window phase folded in (window = leading W x W corner)
+        bhat = backend.rfft2(flat)
+        self.bhat_conj = np.conj(bhat) * backend.ml2d_window_phase(self.n, self.w).astype(
+            bhat.dtype
+        )
+        self.log_prior_shift = log_offset_prior(self.xi, self.n, self.w)
+        sx, sy = window_shifts(self.w)
+        self.sx = sx.ravel()
+        self.sy = sy.ravel()
+        self.shift_r2 = (sx**2 + sy**2).astype(np.float64)
+        self.log_prior_kf = hypothesis_log_priors(model, self.F)
+        self.active_kf = np.isfinite(self.log_prior_kf)
+        if settings.fast:
+            # B'_kjf(r) = B_kj(F_f^{-1} r): the rotated reference seen in the raw image frame
+            bimg = backend.permute_images(flat, FLIP_MATRICES[INVERSE_FLIP[: self.F]])
+            self.bimg = np.ascontiguousarray(
+                bimg.reshape(self.K, self.n_psi, self.F, self.D).transpose(0, 2, 1, 3)
+            )  # [K, F, n_psi, D]
+
+
+def _fast_significance(ctx: _Context, X, X2p, scale, bg, offsets) -> np.ndarray:
+    """Significant blocks ``[m, K, n_psi, F]`` of a batch (spec §1.12 pre-selection).
+
+    For each ``(i, k, mu)`` with a known optimal offset ``t*`` (``|t*| <= 3 xi``), ``d`` of
+    every ``(j, q)`` at that offset is computed in real space, ``<Sh_{-t*}X, B'_kjf>``; the
+    block is kept iff ``d <= min_{j,q} d + sigma^2 ln(1/C)`` (equivalent to ``v >= C v_max``
+    since the priors are constant within ``(k, mu)``). Other ``(k, mu)`` keep all blocks.
+    """
+    m = X.shape[0]
+    K, n_psi, F = ctx.K, ctx.n_psi, ctx.F
+    sig = np.broadcast_to(ctx.active_kf[None, :, None, :], (m, K, n_psi, F)).copy()
+    if not ctx.settings.fast:
+        return sig
+    n_mu = F // 4
+    t = offsets[:, :, :n_mu, :].astype(np.int64)  # [m, K, n_mu, 2]
+    known = (t[..., 0] != INVALID_OFFSET) & ((t**2).sum(-1) <= 9.0 * ctx.xi**2)
+    active_kmu = ctx.active_kf[:, ::4][:, :n_mu]  # [K, n_mu]
+    ii, kk, mm = np.nonzero(known & active_kmu[None])
+    if ii.size == 0:
+        return sig
+    Y = ctx.backend.roll_images(X.astype(ctx.dtype), ii, -t[ii, kk, mm])
+    Y = Y.reshape(len(ii), ctx.D)
+    c = np.empty((len(ii), 4, n_psi))
+    for k in range(K):
+        for mu in range(n_mu):
+            sel = np.flatnonzero((kk == k) & (mm == mu))
+            if sel.size:
+                refs = ctx.bimg[k, 4 * mu : 4 * mu + 4].reshape(4 * n_psi, ctx.D)
+                c[sel] = (Y[sel] @ refs.T).reshape(-1, 4, n_psi)
+    s = scale[ii]
+    d = (
+        0.5 * (X2p[ii] + s**2 * ctx.bank.A2[kk])[:, None, None]
+        + (s * bg[ii])[:, None, None] * ctx.bank.Bsum[kk][:, None, :]
+        - s[:, None, None] * c
+    )
+    keep = d <= d.min(axis=(1, 2))[:, None, None] + ctx.sigma2 * math.log(1.0 / ctx.settings.fast_C)
+    for q in range(4):
+        sig[ii, kk, :, 4 * mm + q] = keep[:, q, :]
+    sig &= ctx.active_kf[None, :, None, :]
+    return sig
+
+
+def _norm_update(ctx: _Context, X2p, Xsum, scale, bg, E_noise, E_A2, E_Bsum):
+    """Joint ML update of ``(s_i, b_i)`` given the posteriors (spec §1.13, clean version).
+
+    Minimises ``sum_h gamma_h ||X - s B_h - b||^2``:
+    ``[[E A2, E Bsum], [E Bsum, D]] (s, b) = (E <X, B_h>, sum X)``, with
+    ``E <X, B_h> = (1/2 ||X - b_old||^2 + 1/2 s_old^2 E A2 - E d) / s_old + b_old E Bsum``.
+    Images whose system is singular keep their old values.
+    """
+    E_d = 0.5 * E_noise
+    E_c = (0.5 * X2p + 0.5 * scale**2 * E_A2 - E_d) / scale + bg * E_Bsum
+    det = E_A2 * ctx.D - E_Bsum**2
+    ok = det > 1e-12 * np.maximum(E_A2 * ctx.D, 1e-300)
+    safe = np.where(ok, det, 1.0)
+    s_new = np.where(ok, (E_c * ctx.D - E_Bsum * Xsum) / safe, scale)
+    b_new = np.where(ok, (E_A2 * Xsum - E_Bsum * E_c) / safe, bg)
+    return s_new, b_new
+
+
+def estep(
+    images: np.ndarray,
+    model: ML2DModel,
+    settings: ML2DSettings,
+    state: ParticleState | None = None,
+    group_labels: np.ndarray | None = None,
+    backend=None,
+    debug: dict | None = None,
+) -> tuple[Sums, dict, ParticleState]:
+    """One E-step over a chunk of particles (spec §1.6, §3A).
+
+    Returns ``(sums, assignments, new_state)``.
+
+    * ``images``: ``[n, N, N]`` (float32 or float64; a read-only memmap view is fine).
+    * ``model``: the current :class:`ML2DModel` (``K`` references).
+    * ``state``: :class:`ParticleState` of these ``n`` particles for ``K`` classes
+      (``None``: :meth:`ParticleState.initial`).
+    * ``group_labels``: ``int [n]`` in ``0 .. settings.n_classes - 1`` or ``None``. When given
+      (iteration 0 of "generate classes", §1.11, with a one-reference model) the statistics of
+      particle ``i`` go to output class ``group_labels[i]`` and the sums have
+      ``settings.n_classes`` classes.
+    * ``backend``: kernel module (default :mod:`cryosnake.kernels.cpu`).
+    * ``debug``: if a dict, receives per-block lists (``image``, ``k``, ``j``, ``f``,
+      ``gamma`` ``[nb, W, W]`` posteriors) for tests (memory heavy).
+
+    Returns the additive :class:`Sums`, the per-particle ``assignments`` (dict of ``[n]``
+    arrays: ``class_number`` (1..K), ``psi_deg``, ``origin_x_px``, ``origin_y_px``, ``mirror``
+    (0/1) -- the pose of the best hypothesis in the output convention of :mod:`.poses` --
+    ``max_posterior`` (``Pmax``), ``loglik`` (``LL_i``), ``norm_scale``, ``background``), and the
+    new :class:`ParticleState` (for ``settings.n_classes`` classes with ``group_labels``, then
+    with unknown offsets). ``norm_scale`` is the updated ``s_i`` relative to the references
+    before the M-step's renormalisation (divide by ``new_model.norm_scale_mean`` to refer it to
+    the new model).
+    """
+    backend = _cpu if backend is None else backend
+    n = int(images.shape[0])
+    ctx = _Context(model, settings, backend)
+    N, D, K, n_psi, F = ctx.n, ctx.D, ctx.K, ctx.n_psi, ctx.F
+    if images.shape[1:] != (N, N):
+        raise ValueError(f"images are {images.shape[1:]}, the model's references {(N, N)}")
+    if state is None:
+        state = ParticleState.initial(n, K, settings)
+    if state.n_particles != n or state.n_classes != K:
+        raise ValueError(
+            f"state is for {state.n_particles} particles x {state.n_classes} classes, "
+            f"the E-step has {n} particles x {K} classes"
+        )
+    if group_labels is not None:
+        group_labels = np.asarray(group_labels, dtype=np.int64).reshape(n)
+        k_out_total = int(settings.n_classes)
+        if n and (group_labels.min() < 0 or group_labels.max() >= k_out_total):
+            raise ValueError(f"group_labels must lie in 0..{k_out_total - 1}")
+    else:
+        k_out_total = K
+
+    if settings.norm:
+        scale_all = state.norm_scale / float(model.norm_scale_mean)
+        bg_all = state.background.astype(np.float64)
+    else:
+        scale_all = np.ones(n)
+        bg_all = np.zeros(n)
+
+    acc_direct = np.zeros((k_out_total * n_psi, N, N))
+    acc_hat = np.zeros((k_out_total * n_psi, N, N // 2 + 1), dtype=np.complex128)
+    class_w = np.zeros(k_out_total)
+    mirror_w = np.zeros(k_out_total)
+    ref_den = np.zeros(k_out_total)
+    ref_bg = np.zeros(k_out_total)
+    out = {
+        "best_k": np.zeros(n, np.int64),
+        "best_j": np.zeros(n, np.int64),
+        "best_f": np.zeros(n, np.int64),
+        "best_sx": np.zeros(n, np.int64),
+        "best_sy": np.zeros(n, np.int64),
+        "pmax": np.zeros(n),
+        "logsum": np.zeros(n),
+        "noise": np.zeros(n),
+        "offset": np.zeros(n),
+        "s_new": scale_all.copy(),
+        "b_new": bg_all.copy(),
+    }
+    new_offsets = np.full((n, k_out_total, 2, 2), INVALID_OFFSET, dtype=np.int32)
+    blocks_per_image = K * n_psi * F
+
+    for i0 in range(0, n, _PRESELECT_BATCH):
+        i1 = min(n, i0 + _PRESELECT_BATCH)
+        X = np.asarray(images[i0:i1], dtype=np.float64)
+        X2 = (X**2).sum(axis=(1, 2))
+        Xsum = X.sum(axis=(1, 2))
+        scale = scale_all[i0:i1]
+        bg = bg_all[i0:i1]
+        X2p = X2 - 2.0 * bg * Xsum + bg**2 * D  # ||X - b||^2
+        sig = _fast_significance(ctx, X, X2p, scale, bg, state.offsets[i0:i1])
+        counts = sig.reshape(i1 - i0, blocks_per_image).sum(axis=1)
+        # sub-batches of consecutive images with at most max_blocks blocks (>= 1 image)
+        u0 = 0
+        while u0 < i1 - i0:
+            u1 = u0 + 1
+            total = counts[u0]
+            while u1 < i1 - i0 and total + counts[u1] <= settings.max_blocks:
+                total += counts[u1]
+                u1 += 1
+            _subbatch(
+                ctx,
+                X[u0:u1],
+                X2p[u0:u1],
+                Xsum[u0:u1],
+                scale[u0:u1],
+                bg[u0:u1],
+                sig[u0:u1],
+                i0 + u0,
+                group_labels,
+                out,
+                new_offsets,
+                acc_direct,
+                acc_hat,
+                class_w,
+                mirror_w,
+                ref_den,
+                ref_bg,
+                debug,
+            )
+            u0 = u1
+
+    # S_kj in real space, then M_k = sum_j MaskFill(Rot_{+psi_j}[S_kj]) (§1.8)
+    S = acc_direct + backend.irfft2(acc_hat, N)
+    ref_sum = back_rotate_sums(S.reshape(k_out_total, n_psi, N, N), ctx.psi_deg, backend)
+    if settings.norm:
+        ref_sum -= ref_bg[:, None, None]
+
+    loglik = out["logsum"] - D * math.log(math.sqrt(2.0 * math.pi * ctx.sigma2))
+    sums = Sums(
+        ref_sum=ref_sum,
+        ref_denominator=ref_den,
+        class_weight=class_w,
+        mirror_weight=mirror_w,
+        noise_sum=float(out["noise"].sum()),
+        offset_sum=float(out["offset"].sum()),
+        loglik_sum=float(loglik.sum()),
+        pmax_sum=float(out["pmax"].sum()),
+        scale_sum=float(out["s_new"].sum()),
+        n_images=n,
+    )
+    theta = total_angle(out["best_f"], ctx.psi_deg[out["best_j"]])
+    tx, ty = physical_offset(out["best_f"], out["best_sx"], out["best_sy"])
+    mirror = (out["best_f"] >= 4).astype(np.int64)
+    psi_out, ox, oy, mir = hypothesis_to_pose(theta, mirror, tx, ty)
+    cls = out["best_k"] if group_labels is None else group_labels
+    assignments = {
+        "class_number": cls.astype(np.int64) + 1,
+        "psi_deg": psi_out,
+        "origin_x_px": ox.astype(np.float64),
+        "origin_y_px": oy.astype(np.float64),
+        "mirror": mir,
+        "max_posterior": out["pmax"],
+        "loglik": loglik,
+        "norm_scale": out["s_new"],
+        "background": out["b_new"],
+    }
+    new_state = ParticleState(
+        offsets=new_offsets, norm_scale=out["s_new"].copy(), background=out["b_new"].copy()
+    )
+    if not settings.norm:
+        new_state.norm_scale[:] = 1.0
+        new_state.background[:] = 0.0
+    return sums, assignments, new_state
+
+
+def _subbatch(
+    ctx: _Context,
+    X,
+    X2p,
+    Xsum,
+    scale,
+    bg,
+    sig,
+    first,
+    group_labels,
+    out,
+    new_offsets,
+    acc_direct,
+    acc_hat,
+    class_w,
+    mirror_w,
+    ref_den,
+    ref_bg,
+    debug=None,
+) -> None:
+    """E-step of a few images whose significant blocks fit in ``max_blocks`` (in place)."""
+    be = ctx.backend
+    st = ctx.settings
+    N, F, n_psi, w = ctx.n, ctx.F, ctx.n_psi, ctx.w
+    m = X.shape[0]
+    Xf = be.permute_images(X.astype(ctx.dtype), FLIP_MATRICES[:F]).reshape(m * F, N, N)
+    xhat = be.rfft2(Xf)  # FFT(G_f X), [m*F, N, N//2+1]
+    ii, kk, jj, ff = np.nonzero(sig)  # image-major block list
+    nb = ii.size
+    img_ptr = np.searchsorted(ii, np.arange(m + 1)).astype(np.int64)
+    blk_x = ii * F + ff
+    blk_b = kk * n_psi + jj
+    W = 2 * w + 1
+    corr = np.empty((nb, W, W), dtype=ctx.dtype)  # c_kjf(s) on the window
+    s_blk = scale[ii]
+    # d_h = const - s_i c_kjf(s), const = 1/2 (||X - b||^2 + s^2 A2_k) + s b Bsum_kj (§1.13)
+    const = 0.5 * (X2p[ii] + s_blk**2 * ctx.bank.A2[kk]) + s_blk * bg[ii] * ctx.bank.Bsum[kk, jj]
+    for c0 in range(0, nb, _FFT_CHUNK):
+        c1 = min(nb, c0 + _FFT_CHUNK)
+        prod = be.ml2d_block_products(xhat, ctx.bhat_conj, blk_x[c0:c1], blk_b[c0:c1])
+        be.ml2d_correlation_windows(prod, N, w, out=corr[c0:c1])
+    res = be.ml2d_block_weights(
+        corr,
+        const,
+        s_blk,
+        img_ptr,
+        ctx.log_prior_kf[kk, ff],
+        ctx.log_prior_shift,
+        ctx.shift_r2,
+        ctx.sigma2,
+        st.block_skip,
+        st.entry_cutoff,
+    )
+    gamma, wsum, count = res["gamma"], res["wsum"], res["count"]
+    sl = slice(first, first + m)
+    if debug is not None:
+        for name, v in (
+            ("image", first + ii),
+            ("k", kk),
+            ("j", jj),
+            ("f", ff),
+            ("gamma", gamma.copy()),
+        ):
+            debug.setdefault(name, []).append(v)
+
+    # per-image results and the norm update (§1.13)
+    bb = res["best_block"]
+    out["best_k"][sl] = kk[bb]
+    out["best_j"][sl] = jj[bb]
+    out["best_f"][sl] = ff[bb]
+    out["best_sx"][sl] = ctx.sx[res["best_shift"]]
+    out["best_sy"][sl] = ctx.sy[res["best_shift"]]
+    out["pmax"][sl] = res["pmax"]
+    out["logsum"][sl] = res["logsum"]
+    out["noise"][sl] = res["noise"]
+    out["offset"][sl] = res["offset"]
+    if st.norm:
+        E_A2 = np.bincount(ii, wsum * ctx.bank.A2[kk], minlength=m)
+        E_Bsum = np.bincount(ii, wsum * ctx.bank.Bsum[kk, jj], minlength=m)
+        s_new, b_new = _norm_update(ctx, X2p, Xsum, scale, bg, res["noise"], E_A2, E_Bsum)
+    else:
+        s_new, b_new = np.ones(m), np.zeros(m)
+    out["s_new"][sl] = s_new
+    out["b_new"][sl] = b_new
+
+    # class / mirror weights and reference denominators (§1.6.3, §1.8)
+    k_out = kk if group_labels is None else group_labels[first + ii]
+    mu = ff >= 4
+    K_out = class_w.shape[0]
+    class_w += np.bincount(k_out[~mu], wsum[~mu], minlength=K_out)
+    mirror_w += np.bincount(k_out[mu], wsum[mu], minlength=K_out)
+    if st.norm:
+        ref_den += np.bincount(k_out, wsum * s_new[ii] ** 2, minlength=K_out)
+        ref_bg += np.bincount(k_out, wsum * s_new[ii] * b_new[ii], minlength=K_out)
+    else:
+        ref_den += np.bincount(k_out, wsum, minlength=K_out)
+
+    # S_kj += sum_{f,s} s_i gamma (G_f X)(. + s): direct shifts or FFT of the weight map (§1.7)
+    key = k_out * n_psi + jj
+    blk_scale = s_new[ii]
+    kept = count > 0
+    direct = np.flatnonzero(kept & (count <= st.direct_max_entries))
+    spectral = np.flatnonzero(kept & (count > st.direct_max_entries))
+    if direct.size:
+        be.ml2d_accumulate_direct(
+            acc_direct, Xf, gamma[direct], key[direct], blk_x[direct], blk_scale[direct], w
+        )
+    for c0 in range(0, spectral.size, _FFT_CHUNK):
+        sel = spectral[c0 : c0 + _FFT_CHUNK]
+        ghat = be.rfft2(be.ml2d_embed_windows(gamma[sel], N, ctx.dtype))
+        be.ml2d_accumulate_spectra(acc_hat, ghat, xhat, key[sel], blk_x[sel], blk_scale[sel])
+
+    # fast mode: optimal physical offset per (class, mirror) among the computed blocks (§1.12)
+    if group_labels is None:
+        kmu = (ii * ctx.K + kk) * 2 + mu
+        order = np.lexsort((-res["logmax"], kmu))
+        first_of = order[np.r_[True, kmu[order][1:] != kmu[order][:-1]]]
+        bsx = ctx.sx[res["argmax"][first_of]]
+        bsy = ctx.sy[res["argmax"][first_of]]
+        tx, ty = physical_offset(ff[first_of], bsx, bsy)
+        rows = first + ii[first_of]
+        new_offsets[rows, kk[first_of], mu[first_of].astype(np.int64), 0] = tx
+        new_offsets[rows, kk[first_of], mu[first_of].astype(np.int64), 1] = ty

@@ -1,0 +1,59 @@
+"""Initial ML2D models (spec ``algorithms.md`` §1.11 and Decisions).
+
+"Generate classes": the model starts from ONE reference, the plain average of all images
+(:func:`initial_model_from_average`); iteration 0 is a full E-step against it in which the
+statistics of each image go to its random group (:func:`random_group_labels`, passed as
+``group_labels`` to :func:`cryosnake.ml2d.estep`), so the M-step yields ``K`` ML-aligned
+averages of ``K`` random disjoint subsets.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .model import ML2DModel
+from .settings import ML2DSettings
+
+
+def random_group_labels(n_images: int, n_classes: int, seed: int) -> np.ndarray:
+    """Random groups of equal size (``±1``): contiguous blocks of a seeded shuffle (§1.11).
+
+    Returns ``int64 [n_images]`` labels in ``0 .. n_classes - 1``; image ``perm[r]`` (``r``-th
+    in the shuffled order) gets ``floor(r K / n)``.
+    """
+    perm = np.random.default_rng(seed).permutation(n_images)
+    labels = np.empty(n_images, dtype=np.int64)
+    labels[perm] = (np.arange(n_images) * n_classes) // max(n_images, 1)
+    return labels
+
+
+def image_sum(images, batch: int = 1024) -> np.ndarray:
+    """Sum of ``[n, N, N]`` images in float64 (chunk by chunk; add chunk sums, divide by n)."""
+    total = np.zeros(images.shape[1:], dtype=np.float64)
+    for i in range(0, images.shape[0], batch):
+        total += np.asarray(images[i : i + batch], dtype=np.float64).sum(axis=0)
+    return total
+
+
+def _start(settings: ML2DSettings, k: int) -> dict:
+    return {
+        "class_fractions": np.full(k, 1.0 / k),
+        "mirror_fractions": np.full(k, 0.5 if settings.mirror else 0.0),
+        "sigma_noise": float(settings.noise_std),
+        "sigma_offset": float(settings.offset_std),
+    }
+
+
+def initial_model_from_average(average: np.ndarray, settings: ML2DSettings) -> ML2DModel:
+    """One-reference model (the average of all images) before iteration 0 (``iteration=-1``)."""
+    ref = np.asarray(average, dtype=np.float64).astype(np.float32).astype(np.float64)
+    return ML2DModel(references=ref[None], iteration=-1, **_start(settings, 1))
+
+
+def initial_model_from_references(references: np.ndarray, settings: ML2DSettings) -> ML2DModel:
+    """Model from user references ``[K, N, N]`` (``iteration=0``; iteration 1 comes next)."""
+    refs = np.asarray(references, dtype=np.float64)
+    if refs.ndim == 2:
+        refs = refs[None]
+    refs = refs.astype(np.float32).astype(np.float64)
+    return ML2DModel(references=refs, iteration=0, **_start(settings, refs.shape[0]))

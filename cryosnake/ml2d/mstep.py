@@ -1,0 +1,98 @@
+"""ML2D M-step (spec ``algorithms.md`` §1.8, §1.9, §1.10, §1.13)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .model import ML2DModel
+from .settings import ML2DSettings
+from .sums import Sums
+
+
+def update_references(sums: Sums) -> np.ndarray:
+    """``A_k = M_k / sum_i sum gamma`` (``/ sum_i s_i^2 sum gamma`` with norm), §1.8/§1.13.
+
+    A class with zero weight gets an all-zero reference (dead class; never revived, trap 9).
+    """
+    refs = np.zeros_like(sums.ref_sum)
+    alive = (sums.class_weight + sums.mirror_weight > 0) & (sums.ref_denominator > 0)
+    refs[alive] = sums.ref_sum[alive] / sums.ref_denominator[alive, None, None]
+    return refs
+
+
+def signal_change(old: np.ndarray, new: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """``delta_k = mean (A_old - A)^2 / mean A_old^2`` per class (§1.10); NaN where undefined."""
+    den = (old**2).mean(axis=(-2, -1))
+    num = ((old - new) ** 2).mean(axis=(-2, -1))
+    ok = (weights > 0) & (den > 0)
+    return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
+
+
+def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
+    """New model from the summed statistics of all chunks (§1.8-§1.10).
+
+    * references ``A_k`` (:func:`update_references`); with norm, multiplied by the mean of the
+      updated scales, which renormalises the mean scale to 1 (stored in ``norm_scale_mean`` for
+      the next E-step, §1.13);
+    * ``alpha_k = (n_k + n^mir_k) / Ntot``, ``m_k = n^mir_k / (n_k + n^mir_k)``;
+    * ``sigma^2 = sum E_noise / (Ntot D)``, ``xi^2 = sum E_off / (2 Ntot)``;
+    * ``loglik = sum LL_i``, ``ave_pmax = sum Pmax_i / Ntot``;
+    * signal change ``1000 delta_k`` and convergence (all ``delta_k < eps``; never at
+      iteration 0 or when the number of classes changes).
+
+    References are rounded to float32 so that saving and re-loading the model is lossless.
+    """
+    K = sums.n_classes
+    D = sums.image_size**2
+    weights = sums.class_weight + sums.mirror_weight
+    ntot = float(weights.sum())
+    refs = update_references(sums)
+    scale_mean = 1.0
+    if settings.norm and sums.n_images > 0:
+        scale_mean = sums.scale_sum / sums.n_images
+        refs *= scale_mean
+    refs = refs.astype(np.float32).astype(np.float64)
+
+    same_classes = K == model.n_classes
+    if settings.fix_fractions and same_classes:
+        alpha = model.class_fractions.copy()
+        mfrac = model.mirror_fractions.copy()
+    else:
+        alpha = weights / ntot if ntot > 0 else np.full(K, 1.0 / K)
+        if settings.mirror:
+            with np.errstate(invalid="ignore", divide="ignore"):
+                mfrac = np.where(weights > 0, sums.mirror_weight / weights, 0.5)
+        else:
+            mfrac = np.zeros(K)
+    sigma_noise = model.sigma_noise
+    if not settings.fix_sigma_noise and ntot > 0:
+        sigma_noise = math.sqrt(sums.noise_sum / (ntot * D))
+    sigma_offset = model.sigma_offset
+    if not settings.fix_sigma_offset and ntot > 0:
+        sigma_offset = math.sqrt(sums.offset_sum / (2.0 * ntot))
+
+    iteration = model.iteration + 1
+    if same_classes and iteration > 0:
+        delta = signal_change(model.references, refs, weights)
+        defined = np.isfinite(delta)
+        converged = bool(defined.any() and np.all(delta[defined] < settings.eps))
+    else:
+        delta = np.full(K, np.nan)
+        converged = False
+    return ML2DModel(
+        references=refs,
+        class_fractions=alpha,
+        mirror_fractions=mfrac,
+        sigma_noise=sigma_noise,
+        sigma_offset=sigma_offset,
+        iteration=iteration,
+        loglik=sums.loglik_sum,
+        ave_pmax=sums.pmax_sum / ntot if ntot > 0 else float("nan"),
+        signal_change=1000.0 * delta,
+        converged=converged,
+        class_weights=weights,
+        norm_scale_mean=scale_mean,
+        n_images=sums.n_images,
+    )

@@ -1,0 +1,93 @@
+"""Additive sufficient statistics of one ML2D E-step (spec ``algorithms.md`` §1.6.3, §1.8).
+
+Chunks of particles produce one :class:`Sums` each; ``sum(chunks)`` equals the statistics of
+all particles at once (every entry is a plain sum over particles; the reference sums are
+already back-rotated and mask-filled, which are linear maps, §1.8).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import numpy as np
+
+from cryosnake.atomic import save_npz
+
+
+@dataclass
+class Sums:
+    """Sufficient statistics over a set of particles, for ``K`` output classes.
+
+    * ``ref_sum``: ``[K, N, N]`` ``M_k = sum_j MaskFill(Rot_{+psi_j}[S_kj])`` (§1.8); with the
+      norm model ``S_kj`` accumulates ``s_i gamma (X_i - b_i)`` (§1.13, clean ML version).
+    * ``ref_denominator``: ``[K]`` ``sum_i sum gamma`` (``sum_i s_i^2 sum gamma`` with norm).
+    * ``class_weight``, ``mirror_weight``: ``[K]`` ``sum_i n_ik`` and ``sum_i n^mir_ik``.
+    * ``noise_sum``: ``sum_i E_noise,i`` (squared intensity, ``sum gamma 2 d``).
+    * ``offset_sum``: ``sum_i E_off,i`` (px^2).
+    * ``loglik_sum``: ``sum_i LL_i`` (§1.9); ``pmax_sum``: ``sum_i Pmax_i``.
+    * ``scale_sum``: ``sum_i s_i`` of the updated scales (norm renormalisation; ``n`` otherwise).
+    * ``n_images``: number of particles; ``image_size``: ``N``.
+    """
+
+    ref_sum: np.ndarray
+    ref_denominator: np.ndarray
+    class_weight: np.ndarray
+    mirror_weight: np.ndarray
+    noise_sum: float
+    offset_sum: float
+    loglik_sum: float
+    pmax_sum: float
+    scale_sum: float
+    n_images: int
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.ref_sum.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.ref_sum.shape[-1])
+
+    @classmethod
+    def zeros(cls, n_classes: int, n: int) -> Sums:
+        return cls(
+            np.zeros((n_classes, n, n)),
+            np.zeros(n_classes),
+            np.zeros(n_classes),
+            np.zeros(n_classes),
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0.0,
+            0,
+        )
+
+    def __add__(self, other: Sums) -> Sums:
+        if not isinstance(other, Sums):
+            return NotImplemented
+        if other.ref_sum.shape != self.ref_sum.shape:
+            raise ValueError(
+                f"cannot add Sums of shapes {self.ref_sum.shape} and {other.ref_sum.shape}"
+            )
+        return Sums(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+    def __radd__(self, other):
+        if other == 0:  # lets sum([...]) start from 0
+            return self
+        return self.__add__(other)
+
+    def save(self, path) -> None:
+        """Write as ``.npz`` atomically."""
+        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path) -> Sums:
+        with np.load(path) as z:
+            kw = {f.name: z[f.name] for f in fields(cls)}
+        for name in ("noise_sum", "offset_sum", "loglik_sum", "pmax_sum", "scale_sum"):
+            kw[name] = float(kw[name])
+        kw["n_images"] = int(kw["n_images"])
+        return cls(**kw)

@@ -1,0 +1,182 @@
+"""Jobs of the Reconstruct Significant rules.
+
+Files (``{outdir}/significant``):
+
+* ``input/averages.mrcs`` + ``input/info.json``: the 2D averages at the working grid (empty
+  ML2D classes left out; resampled when ``target_resolution`` is set) and where they came from.
+* ``iter_000/volume.mrc``: the start volume (reference or random start).
+* ``iter_NNN/volume.mrc``, ``angles.star`` (kept with ``keep_intermediate``, else removed once
+  the next iteration has used them) and ``stats.json`` (always kept; tiny).
+* ``volume.mrc`` (input box and pixel size) and ``angles.star``: the final outputs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from cryosnake.atomic import write_json
+from cryosnake.errors import InputError
+from cryosnake.io import mrc, star
+from cryosnake.io.particles import read_image_names, resolve_stack
+from cryosnake.significant.iteration import (
+    SignificantSettings,
+    finalize_volume,
+    initial_volume,
+    prepare_images,
+    run_iteration,
+)
+
+
+def settings_from_config(sig: dict) -> SignificantSettings:
+    """The ``significant:`` config section as :class:`SignificantSettings`."""
+    return SignificantSettings.from_config({k: v for k, v in sig.items()
+                                            if k not in ("input", "reference")})
+
+
+def read_averages(source, classes_star=None, sampling=None):
+    """2D averages and their names: the ML2D classes (empty ones left out) or a user stack /
+    STAR. Returns ``(images [n, N, N], names, sampling Å/px)``."""
+    source = Path(source)
+    if classes_star is not None:  # this run's ML2D classes
+        images = mrc.read(source)
+        table = star.read_blocks(classes_star)["classes"]
+        counts = table["cryosnakeParticleCount"].to_numpy()
+        keep = (counts > 0) & (np.abs(images).reshape(len(images), -1).max(axis=1) > 0)
+        names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
+        sampling = mrc.header_info(source)["sampling"]
+        images, names = images[keep], [n for n, k in zip(names, keep, strict=True) if k]
+        print(f"ML2D classes: {int(keep.sum())} of {len(keep)} kept (empty ones left out)")
+    elif source.suffix == ".star":
+        blocks = star.read_blocks(source)
+        table = blocks.get("particles", next(iter(blocks.values())))
+        col = next((c for c in ("rlnReferenceImage", "rlnImageName") if c in table), None)
+        if col is None:
+            raise InputError(f"significant.input = {source}: no rlnImageName or "
+                             "rlnReferenceImage column.")
+        names = list(table[col])
+        images = read_image_names(names, source.parent, source)
+        optics = blocks.get("optics")
+        if optics is not None and "rlnImagePixelSize" in optics:
+            sampling = sampling or float(optics["rlnImagePixelSize"].iloc[0])
+        elif "rlnImagePixelSize" in table:
+            sampling = sampling or float(table["rlnImagePixelSize"].iloc[0])
+        if not sampling:
+            first = star.split_image_names(names[:1])[1][0]
+            sampling = mrc.header_info(resolve_stack(first, source.parent, source))["sampling"]
+    else:
+        images = mrc.read(source)
+        images = images[None] if images.ndim == 2 else images
+        names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
+        sampling = sampling or mrc.header_info(source)["sampling"]
+    if not sampling or sampling <= 0:
+        raise InputError(f"significant.input = {source}: no pixel size; set `sampling:` (Å/px).")
+    if images.shape[-1] != images.shape[-2]:
+        raise InputError(f"significant.input = {source}: averages must be square.")
+    if len(images) < 3:
+        raise InputError(f"significant.input = {source}: {len(images)} non-empty averages; "
+                         "an initial volume needs several distinct views (use more classes).")
+    if not np.isfinite(images).all():
+        raise InputError(f"significant.input = {source}: the averages contain NaN or Inf.")
+    return images.astype(np.float32), names, float(sampling)
+
+
+def prepare_job(source, classes_star, sig_cfg: dict, sampling, out_stack, out_info) -> None:
+    """Averages at the working grid plus ``info.json`` (boxes, pixel sizes, names)."""
+    settings = settings_from_config(sig_cfg)
+    images, names, input_sampling = read_averages(source, classes_star, sampling)
+    work, work_sampling = prepare_images(images, input_sampling, settings)
+    mrc.write_stack(out_stack, work, work_sampling)
+    write_json(out_info, {"names": names, "n_images": len(names),
+                          "input_box": int(images.shape[-1]), "input_sampling": input_sampling,
+                          "box": int(work.shape[-1]), "sampling": work_sampling})
+    print(f"{len(names)} averages of {images.shape[-1]} px at {input_sampling:.3f} Å/px; "
+          f"working grid {work.shape[-1]} px at {work_sampling:.3f} Å/px")
+
+
+def _info(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def start_job(averages, info_json, sig_cfg: dict, reference, backend: str, out_volume) -> None:
+    """Iteration-0 volume: the reference (resampled to the working grid) or a random start."""
+    settings = settings_from_config(sig_cfg)
+    info = _info(info_json)
+    images = mrc.read(averages)
+    ref = ref_sampling = None
+    if reference:
+        ref = mrc.read(reference)
+        if ref.ndim != 3 or len(set(ref.shape)) != 1:
+            raise InputError(f"significant.reference = {reference}: expected a cubic 3D volume, "
+                             f"got shape {ref.shape}.")
+        ref_sampling = mrc.header_info(reference)["sampling"] or info["input_sampling"]
+    try:
+        volume = initial_volume(images, settings, info["sampling"], ref, ref_sampling,
+                                backend=backend)
+    except ValueError as err:
+        raise InputError(f"significant.reference = {reference}: {err}") from err
+    mrc.write_volume(out_volume, volume, info["sampling"])
+
+
+def iteration_job(averages, info_json, volume_in, iteration: int, sig_cfg: dict, backend: str,
+                  out_volume, out_angles, out_stats) -> None:
+    """One Reconstruct Significant iteration (spec §3.1)."""
+    settings = settings_from_config(sig_cfg)
+    info = _info(info_json)
+    images = mrc.read(averages)
+    previous = mrc.read(volume_in)
+    volume, angles = run_iteration(
+        images, previous, settings, iteration, settings.iterations,
+        sampling_A=info["sampling"], input_sampling_A=info["input_sampling"],
+        full_resolution=iteration == settings.iterations, backend=backend)
+    mrc.write_volume(out_volume, volume, info["sampling"])
+    write_angles(out_angles, angles, info)
+    counts = np.bincount(angles["image"].to_numpy(), minlength=len(images))
+    norm = float(np.linalg.norm(previous))
+    change = float(np.linalg.norm(volume - previous) / norm) if iteration > 1 and norm else None
+    write_json(out_stats, {"iteration": iteration, "alpha": float(angles.attrs["alpha"]),
+                           "n_images": len(images), "n_directions":
+                           int(angles.attrs["n_directions"]),
+                           "n_significant": counts.tolist(), "volume_change": change,
+                           "n_rows": len(angles)})
+    print(f"iteration {iteration}: alpha {angles.attrs['alpha']:.4g}, {len(angles)} significant "
+          f"(image, direction) pairs, {counts.mean():.1f} directions per image"
+          + (f", volume change {change:.4f}" if change is not None else ""))
+
+
+def write_angles(path, angles: pd.DataFrame, info: dict) -> None:
+    """Significant assignments as a RELION 3.1 STAR (ZYZ Euler, origins in Å at the input
+    pixel size; ``cryosnakeWeight``, ``cryosnakeCC``, ``cryosnakeIMED``)."""
+    image = angles["image"].to_numpy()
+    table = pd.DataFrame({
+        "rlnImageName": np.asarray(info["names"], dtype=object)[image],
+        "rlnAngleRot": angles["rot"].to_numpy(),
+        "rlnAngleTilt": angles["tilt"].to_numpy(),
+        "rlnAnglePsi": angles["psi"].to_numpy(),
+        "rlnOriginXAngst": angles["origin_x_px"].to_numpy() * info["sampling"],
+        "rlnOriginYAngst": angles["origin_y_px"].to_numpy() * info["sampling"],
+        "rlnOpticsGroup": 1,
+        "cryosnakeWeight": angles["weight"].to_numpy(),
+        "cryosnakeCC": angles["cc"].to_numpy(),
+        "cryosnakeIMED": np.nan_to_num(angles["imed"].to_numpy(), nan=0.0),
+        "cryosnakeImageIndex": image + 1,
+        "cryosnakeDirection": angles["direction"].to_numpy() + 1,
+    })
+    optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+                           "rlnImagePixelSize": [info["input_sampling"]],
+                           "rlnImageSize": [info["input_box"]], "rlnImageDimensionality": [2]})
+    star.write_particles(path, table, optics)
+
+
+def final_job(volume_in, angles_in, info_json, out_volume, out_angles) -> None:
+    """The last iteration's volume at the input box and pixel size, and its assignments."""
+    info = _info(info_json)
+    volume = finalize_volume(mrc.read(volume_in), info["input_box"])
+    mrc.write_volume(out_volume, volume, info["input_sampling"])
+    particles, optics = star.read_particles(angles_in)
+    star.write_particles(out_angles, particles, optics)
+    print(f"initial volume: {out_volume} ({volume.shape[0]}³ voxels at "
+          f"{info['input_sampling']:.3f} Å/voxel)")

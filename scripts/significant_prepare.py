@@ -1,0 +1,9 @@
+"""Rule significant_prepare: the 2D averages at the working grid."""
+
+from cryosnake.pipeline.jobs import rule_job
+from cryosnake.pipeline.significant import prepare_job
+
+with rule_job(snakemake.log[0], snakemake.threads, "significant_prepare"):
+    prepare_job(snakemake.input.averages, snakemake.input.get("classes_star"),
+                snakemake.config["significant"], snakemake.config["sampling"],
+                snakemake.output.averages, snakemake.output.info)
