@@ -94,11 +94,11 @@ def fourier_insert(values, coords, image_index, rotations, shifts, weights, sym_
     element ``L`` on the plane ``L E^T (kx, ky, 0)``. ``sample_weights`` ``(m,)`` (default 1)
     multiply both num and den per 2D sample (density compensation).
 
-    Returns ``(num, den)``: ``(P, P, P // 2 + 1)`` complex64 and float32, accumulated
+    Returns ``(num, den)``: ``(P, P, P // 2 + 1)`` complex128 and float64, accumulated
     ``num += w t X``, ``den += w t`` with trilinear coefficients ``t`` (per-thread partial sums
-    in single precision, added in double); points with negative ``kx`` are folded to ``-k``
-    (conjugated). The ``kx = 0`` plane is not yet Hermitian-completed (the caller adds its
-    mirror).
+    in single precision, interleaved per voxel, added in double); points with negative ``kx``
+    are folded to ``-k`` (conjugated). The ``kx = 0`` plane is not yet Hermitian-completed
+    (the caller adds its mirror).
     """
     n_chunks = max(1, min(numba.get_num_threads(), len(image_index)))
     if sample_weights is None:
