@@ -18,10 +18,14 @@ sys.path.insert(0, workflow.basedir)  # use this checkout's cryosnake package
 configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/ml2d.smk"
 include: "workflow/rules/significant.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:
@@ -30,3 +34,7 @@ rule all:
         f"{OUT}/ml2d/classes.mrcs",
         f"{OUT}/ml2d/particles.star",
         f"{OUT}/significant/volume.mrc",
+        f"{OUT}/ml2d/gallery.png",
+        f"{OUT}/ml2d/convergence.png",
+        f"{OUT}/significant/volume.png",
+        f"{OUT}/summary.txt",

@@ -30,13 +30,13 @@ from cryosnake.io import mrc, star
 class DemoSettings:
     """The ``demo:`` config section."""
 
-    n_particles: int = 2000
-    box: int = 64
-    sampling: float = 3.0
-    views: int = 6
+    n_particles: int = 1000
+    box: int = 48
+    sampling: float = 4.0
+    views: int = 3
     snr: float = 0.1
     mirror_fraction: float = 0.5
-    shift_std: float = 2.0
+    shift_std: float = 1.5
     ctf: bool = False
     defocus_min: float = 10000.0
     defocus_max: float = 30000.0
@@ -65,13 +65,13 @@ def phantom_volume(box: int, seed: int = 1, n_blobs: int = 14) -> np.ndarray:
     for b in range(n_blobs):
         if b == 0:
             centre = np.zeros(3)
-            sigmas = np.array([0.16, 0.10, 0.07]) * box
-            amp = 1.0
+            sigmas = np.array([0.14, 0.08, 0.06]) * box
+            amp = 0.6
         else:
             u = rng.normal(size=3)
-            centre = u / np.linalg.norm(u) * rng.uniform(0.35, 1.0) * r_max
-            sigmas = rng.uniform(0.025, 0.07, size=3) * box
-            amp = rng.uniform(0.5, 1.2)
+            centre = u / np.linalg.norm(u) * rng.uniform(0.45, 1.0) * r_max
+            sigmas = rng.uniform(0.03, 0.06, size=3) * box
+            amp = rng.uniform(0.6, 1.2)
         q, _ = np.linalg.qr(rng.normal(size=(3, 3)))
         d = (coords - centre) @ q
         vol += amp * np.exp(-0.5 * np.sum((d / sigmas) ** 2, -1))
@@ -117,21 +117,23 @@ def shift_image(image: np.ndarray, shift_x: float, shift_y: float) -> np.ndarray
 
 
 def view_directions(n_views: int, seed: int) -> np.ndarray:
-    """``(rot, tilt)`` of ``n_views`` distinct directions in the upper hemisphere (tilt ≤ 80°),
-    at least 30° apart, so no view is the mirror (opposite direction) of another."""
+    """``(rot, tilt)`` of ``n_views`` well-separated directions in the upper hemisphere
+    (tilt ≤ 85°), so that no view is the mirror (opposite direction) of another: greedy
+    farthest-point selection from a dense near-uniform grid, starting at a seeded point."""
     rng = np.random.default_rng(seed + 7919)
-    dirs, angles = [], []
-    tries = 0
-    while len(dirs) < n_views:
-        tries += 1
-        rot, tilt = rng.uniform(0, 360), np.rad2deg(np.arccos(rng.uniform(np.cos(np.deg2rad(80)),
-                                                                          1.0)))
-        d = geometry.direction_from_euler(rot, tilt)
-        min_sep = 30.0 if tries < 20000 else 10.0
-        if all(np.degrees(np.arccos(np.clip(abs(d @ e), -1, 1))) >= min_sep for e in dirs):
-            dirs.append(d)
-            angles.append((rot, tilt))
-    return np.array(angles)
+    n_grid = 4000
+    golden = np.pi * (3.0 - np.sqrt(5.0))
+    z = np.linspace(1.0, np.cos(np.deg2rad(85.0)), n_grid)
+    phi = (np.arange(n_grid) * golden + rng.uniform(0, 2 * np.pi)) % (2 * np.pi)
+    grid = np.stack([np.sqrt(1 - z * z) * np.cos(phi), np.sqrt(1 - z * z) * np.sin(phi), z], -1)
+    chosen = [int(rng.integers(n_grid))]
+    dist = np.arccos(np.clip(grid @ grid[chosen[0]], -1, 1))
+    for _ in range(n_views - 1):
+        chosen.append(int(np.argmax(dist)))
+        dist = np.minimum(dist, np.arccos(np.clip(grid @ grid[chosen[-1]], -1, 1)))
+    d = grid[chosen]
+    return np.stack([np.rad2deg(np.arctan2(d[:, 1], d[:, 0])) % 360,
+                     np.rad2deg(np.arccos(d[:, 2]))], -1)
 
 
 def simulate(settings: DemoSettings):

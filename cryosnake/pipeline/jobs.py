@@ -33,7 +33,8 @@ class _Tee:
 def set_threads(threads: int) -> None:
     """Limit numba and BLAS/FFT threads to the rule's ``threads``."""
     threads = max(1, int(threads))
-    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+                "CRYOSNAKE_THREADS"):
         os.environ[var] = str(threads)
     import numba
 

@@ -76,9 +76,12 @@ def read_averages(source, classes_star=None, sampling=None):
         raise InputError(f"significant.input = {source}: no pixel size; set `sampling:` (Å/px).")
     if images.shape[-1] != images.shape[-2]:
         raise InputError(f"significant.input = {source}: averages must be square.")
+    if len(images) == 0:
+        raise InputError(f"significant.input = {source}: no non-empty average to reconstruct "
+                         "from.")
     if len(images) < 3:
-        raise InputError(f"significant.input = {source}: {len(images)} non-empty averages; "
-                         "an initial volume needs several distinct views (use more classes).")
+        print(f"warning: only {len(images)} averages; an initial volume needs several distinct "
+              "views (use more classes)")
     if not np.isfinite(images).all():
         raise InputError(f"significant.input = {source}: the averages contain NaN or Inf.")
     return images.astype(np.float32), names, float(sampling)

@@ -142,3 +142,16 @@ def significant_start_inputs(wildcards):
     if config["significant"]["reference"]:
         inputs["reference"] = config["significant"]["reference"]
     return inputs
+
+
+# --- figures --------------------------------------------------------------------------------
+
+
+def ml2d_plot_inputs(wildcards):
+    last = ml2d_final_iteration()
+    first = 0 if ML2D_GENERATE else 1
+    return {
+        "classes": f"{ML2D}/classes.mrcs",
+        "classes_star": f"{ML2D}/classes.star",
+        "models": [f"{ML2D}/iter_{i:03d}/model.json" for i in range(first, last + 1)],
+    }

@@ -1,0 +1,79 @@
+# What a scientist looks at: figures (in the Snakemake report) and the final summary.
+
+
+rule ml2d_plots:
+    input:
+        unpack(ml2d_plot_inputs),
+    output:
+        gallery=report(
+            f"{OUT}/ml2d/gallery.png",
+            caption="../report/ml2d_gallery.rst",
+            category="ML2D",
+        ),
+        convergence=report(
+            f"{OUT}/ml2d/convergence.png",
+            caption="../report/ml2d_convergence.rst",
+            category="ML2D",
+        ),
+    log:
+        f"{OUT}/logs/ml2d_plots.log",
+    benchmark:
+        f"{OUT}/benchmarks/ml2d_plots.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/ml2d_plots.py"
+
+
+rule significant_plots:
+    input:
+        volume=f"{SIG}/volume.mrc",
+        angles=f"{SIG}/angles.star",
+        stats=expand(f"{SIG}/iter_{{i:03d}}/stats.json", i=range(1, SIG_ITERATIONS + 1)),
+    output:
+        volume=report(
+            f"{SIG}/volume.png",
+            caption="../report/volume.rst",
+            category="Reconstruct Significant",
+        ),
+        angles=report(
+            f"{SIG}/angular_distribution.png",
+            caption="../report/angular_distribution.rst",
+            category="Reconstruct Significant",
+        ),
+        progress=report(
+            f"{SIG}/progress.png",
+            caption="../report/progress.rst",
+            category="Reconstruct Significant",
+        ),
+    log:
+        f"{OUT}/logs/significant_plots.log",
+    benchmark:
+        f"{OUT}/benchmarks/significant_plots.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/significant_plots.py"
+
+
+rule summary:
+    input:
+        ml2d=f"{OUT}/ml2d/particles.star",
+        plots=[f"{OUT}/ml2d/gallery.png", f"{SIG}/volume.png"],
+    output:
+        f"{OUT}/summary.txt",
+    log:
+        f"{OUT}/logs/summary.log",
+    resources:
+        mem_mb=1000,
+        runtime=5,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/summary.py"
