@@ -5,6 +5,7 @@
 #
 # The default config, rules and scripts are found relative to this file; relative paths in
 # your config and all outputs are relative to the folder you run snakemake in.
+import os
 import sys
 from pathlib import Path
 
@@ -12,7 +13,11 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
-sys.path.insert(0, workflow.basedir)  # use this checkout's cryosnake package
+# Use this checkout's cryosnake package, here and in every job's script (local, conda, SLURM).
+sys.path.insert(0, workflow.basedir)
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [workflow.basedir, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+)
 
 
 configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
