@@ -16,7 +16,7 @@ PSI_STEP = 5.0
 
 @pytest.fixture(scope="module")
 def demo_run():
-    s = demo.DemoSettings(n_particles=450, box=48, views=3, snr=0.1, shift_std=1.5, seed=1)
+    s = demo.DemoSettings(n_particles=1000, box=48, views=3, snr=0.1, shift_std=1.5, seed=1)
     images, truth, _, _ = demo.simulate(s)
     settings = ML2DSettings(n_classes=3, psi_step=PSI_STEP, mirror=True, fast=True, seed=1)
     model, assignments, history = run_ml2d(images, settings, max_iterations=40)
