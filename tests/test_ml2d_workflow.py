@@ -21,7 +21,7 @@ from cryosnake.ml2d import apply_pose
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """
-demo: {n_particles: 240, box: 32, views: 3, snr: 0.3, seed: 4}
+demo: {n_particles: 200, box: 32, views: 3, snr: 0.3, seed: 4}
 ml2d: {classes: 3, max_iterations: 4, seed: 2}
 compute: {chunk_size: 100, threads: 1}
 """
@@ -74,7 +74,7 @@ def test_outputs_are_complete_and_read_back(reference_run):
     classes = starfile.read(ml2d / "classes.star")
     assert classes["rlnReferenceImage"].tolist() == [
         f"{k:06d}@results/ml2d/classes.mrcs" for k in (1, 2, 3)]
-    assert classes["cryosnakeParticleCount"].sum() == 240
+    assert classes["cryosnakeParticleCount"].sum() == 200
     np.testing.assert_allclose(classes["rlnClassDistribution"].sum(), 1.0, atol=1e-6)
     # same rows, same order, same image names as the input
     inp = starfile.read(reference_run / "results" / "input" / "particles.star")["particles"]
@@ -136,7 +136,7 @@ def test_convergence_ends_the_chain(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "demo: {n_particles: 120, box: 32, views: 2, snr: 5.0, seed: 1}\n"
         "ml2d: {classes: 2, max_iterations: 60}\n"
-        "compute: {chunk_size: 60, threads: 1}\n")
+        "compute: {chunk_size: 120, threads: 1}\n")
     run(tmp_path, "ml2d")
     ml2d = tmp_path / "results" / "ml2d"
     models = sorted(ml2d.glob("iter_*/model.json"))

@@ -25,16 +25,16 @@ from cryosnake.io import mrc
 REPO = Path(__file__).resolve().parents[1]
 PROFILE = REPO / "profiles" / "slurm"
 
-# 300 particles in chunks of 100: 3 E-step jobs per iteration; iterations 0..3 (ml2d_start's
-# model is iteration 0's), so 12 E-step jobs, 4 M-steps, plus data, start and final: 20 jobs.
+# 300 particles in chunks of 100: 3 E-step jobs per iteration; iterations 0..2 (ml2d_start's
+# model is iteration 0's), so 9 E-step jobs, 3 M-steps, plus data, start and final: 16 jobs.
 # threads: 1 lets two jobs share the 2-CPU node.
 CONFIG = """\
 demo: {n_particles: 300, box: 32, views: 4}
-ml2d: {classes: 4, max_iterations: 3}
+ml2d: {classes: 4, max_iterations: 2}
 compute: {chunk_size: 100, threads: 1, backend: cpu}
 """
 N_CHUNKS = 3
-LAST_ITER = 3
+LAST_ITER = 2
 
 
 def _slurm_problem() -> str | None:

@@ -10,10 +10,12 @@ Files of one run (``{outdir}/ml2d``):
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from cryosnake.atomic import save_npz
 from cryosnake.errors import InputError
@@ -93,13 +95,32 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
               if generated_start else None)
     state = (ParticleState.load(previous_state) if previous_state
              else ParticleState.initial(len(rows), model.n_classes, settings))
-    sums, assignments, new_state = estep(images, model, settings, state, group_labels=groups,
-                                         backend=get_backend(backend))
+    sums, assignments, new_state = estep_with_progress(
+        images, model, settings, state, groups, get_backend(backend),
+        f"E-step {iteration:03d}/{chunk:04d}")
     sums.save(out_sums)
     new_state.save(out_state)
     save_npz(out_assignments, rows=rows, **assignments)
     print(f"E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
           f"LL {sums.loglik_sum:.6g}")
+
+
+def estep_with_progress(images, model, settings, state, groups, backend, label,
+                        batch: int = 250):
+    """The E-step of a chunk in sub-batches of ``batch`` particles, with a progress bar
+    (particles/s) on stderr (the job's log). Sums add up exactly over sub-batches."""
+    n = len(images)
+    parts = []
+    with tqdm(total=n, unit="particle", desc=label, mininterval=5.0, file=sys.stderr) as bar:
+        for start in range(0, n, batch):
+            sel = slice(start, min(n, start + batch))
+            parts.append(estep(images[sel], model, settings, state.subset(sel),
+                               group_labels=None if groups is None else groups[sel],
+                               backend=backend))
+            bar.update(sel.stop - sel.start)
+    sums = sum((p[0] for p in parts[1:]), parts[0][0])
+    assignments = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+    return sums, assignments, ParticleState.concatenate(p[2] for p in parts)
 
 
 def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model,
