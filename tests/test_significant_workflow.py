@@ -53,9 +53,8 @@ def test_kill_and_resume_gives_the_same_volume(tmp_path):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     sig = run / "results" / "significant"
     deadline = time.time() + 300
-    while time.time() < deadline and not (sig / "iter_002" / "stats.json").exists():
-        time.sleep(0.05)
-    time.sleep(0.3)  # now inside iteration 3
+    while time.time() < deadline and not (sig / "logs" / "iter_003.log").exists():
+        time.sleep(0.02)  # iteration 3 has started: iteration 2's completion was handled
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (sig / "volume.mrc").exists()
