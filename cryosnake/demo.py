@@ -82,7 +82,7 @@ def project(volume: np.ndarray, rot: float, tilt: float, psi: float = 0.0) -> np
     """Real-space projection ``P(x, y) = ∫ V(Eᵀ (x, y, z)) dz`` (trilinear, centre N//2)."""
     n = volume.shape[0]
     c = n // 2
-    e = geometry.euler_matrix(rot, tilt, psi)
+    e = geometry.euler_to_matrix(rot, tilt, psi)
     y, x, z = np.meshgrid(np.arange(n) - c, np.arange(n) - c, np.arange(n) - c, indexing="ij")
     xyz = np.stack([x, y, z], -1) @ e  # rows: (Eᵀ r)ᵀ = rᵀ E
     coords = np.stack([xyz[..., 2], xyz[..., 1], xyz[..., 0]]) + c  # [z, y, x] order
@@ -161,11 +161,11 @@ def simulate(settings: DemoSettings):
                           "rlnOriginYAngst": origin[:, 1] * s.sampling,
                           "cryosnakeMirror": mirror.astype(int)})
     # 3D pose of each particle: E = M · Rz(ψ) · E_view with M = Ry(180°) for mirrored ones.
-    e_view = geometry.euler_matrix(angles[view, 0], angles[view, 1], 0.0)
-    e = geometry.euler_matrix(0.0, 0.0, psi) @ e_view
+    e_view = geometry.euler_to_matrix(angles[view, 0], angles[view, 1], 0.0)
+    e = geometry.euler_to_matrix(0.0, 0.0, psi) @ e_view
     e = np.where(mirror[:, None, None], np.diag([-1.0, 1.0, -1.0]) @ e, e)
     truth["rlnAngleRot"], truth["rlnAngleTilt"], truth["rlnAnglePsi3D"] = (
-        geometry.euler_from_matrix(e))
+        geometry.matrix_to_euler(e))
 
     if s.ctf:
         du = rng.uniform(s.defocus_min, s.defocus_max, s.n_particles)
