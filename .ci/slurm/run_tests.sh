@@ -14,4 +14,5 @@ export CRYOSNAKE_REQUIRE_SLURM=1
 
 trap 'bash .ci/slurm/stop.sh' EXIT
 bash .ci/slurm/setup.sh
-python -m pytest -q -m slurm tests/test_slurm.py
+# bounded: a dead controller must fail the run, not hang it
+timeout 900 python -m pytest -q -m slurm tests/test_slurm.py
