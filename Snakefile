@@ -5,7 +5,6 @@
 #
 # The default config, rules and scripts are found relative to this file; relative paths in
 # your config and all outputs are relative to the folder you run snakemake in.
-import os
 import sys
 from pathlib import Path
 
@@ -15,9 +14,9 @@ min_version("9.0")
 
 # Use this checkout's cryosnake package, here and in every job's script (local, conda, SLURM).
 sys.path.insert(0, workflow.basedir)
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    [workflow.basedir, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-)
+from cryosnake.pipeline.jobs import use_package_from  # noqa: E402
+
+use_package_from(workflow.basedir)
 
 
 configfile: str(Path(workflow.basedir) / "config" / "config.yaml")

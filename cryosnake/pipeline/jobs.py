@@ -30,6 +30,13 @@ class _Tee:
         return False
 
 
+def use_package_from(folder) -> None:
+    """Put ``folder`` (the checkout holding the Snakefile) first on ``PYTHONPATH`` so that every
+    job's script imports this checkout's cryosnake, locally, in a conda env or on SLURM."""
+    rest = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *rest])
+
+
 def set_threads(threads: int) -> None:
     """Limit numba and BLAS/FFT threads to the rule's ``threads``."""
     threads = max(1, int(threads))
