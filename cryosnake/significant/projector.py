@@ -21,6 +21,7 @@ import numpy as np
 import scipy.fft
 
 from cryosnake.kernels import get_backend
+from cryosnake.kernels.cpu.image import fft_workers
 
 from .geometry import euler_to_matrix
 
@@ -33,14 +34,6 @@ __all__ = [
     "project_polar",
     "fft_workers",
 ]
-
-
-def fft_workers() -> int:
-    """Threads for ``scipy.fft`` (``$CRYOSNAKE_THREADS`` or all CPUs)."""
-    import os
-
-    env = os.environ.get("CRYOSNAKE_THREADS")
-    return int(env) if env else (os.cpu_count() or 1)
 
 
 @dataclass
