@@ -90,10 +90,10 @@ def check(config: dict) -> None:
         if not Path(value).is_file():
             problems.append(f"{key} = {value!r}: no such file (relative paths are relative to "
                             f"{Path.cwd()}, the folder snakemake runs in).")
-    if ml2d["fourier"]:
+    if ml2d["fourier"] and ml2d["norm"]:
         problems.append(
-            "ml2d.fourier: true (MLF2D) is not available in this version of cryosnake yet; "
-            "set ml2d.fourier: false to run ML2D (real space).")
+            "ml2d.norm: true is not available with ml2d.fourier: true (MLF2D); set "
+            "ml2d.norm: false, or ml2d.fourier: false to refine the normalisation with ML2D.")
     if problems:
         raise InputError("invalid configuration:\n  " + "\n  ".join(problems))
 

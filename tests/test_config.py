@@ -87,7 +87,6 @@ def test_schema_errors_name_key_and_range(cfg, key, value, match):
     ("ml2d.references", "nope.mrcs", r"ml2d.references = 'nope.mrcs': no such file"),
     ("particles", "missing.star", r"particles = 'missing.star': no such file"),
     ("demo.defocus_min", 40000.0, r"defocus_min = 40000.0 is larger"),
-    ("ml2d.fourier", True, r"ml2d.fourier: true \(MLF2D\) is not available"),
 ])
 def test_cross_key_rules(cfg, key, value, match):
     bad = set_key(set_key(cfg, "significant.tilt_max", 90.0), key, value)

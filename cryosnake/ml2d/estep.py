@@ -5,15 +5,21 @@ For every image ``X_i`` and every hypothesis ``h = (k, j, f, s)`` (§1.3):
     d_h = 1/2 ||G_f X - b - s_i Sh_s B_kj||^2
         = 1/2 (||X - b||^2 + s_i^2 A2_k) + s_i b Bsum_kj - s_i c_kjf(s)      (§1.6, §1.13)
 
-with ``c_kjf(s) = sum_p B_kj(p) (G_f X)(p + s)`` from batched real FFTs (§1.7; ``s_i = 1``,
-``b = 0`` without ``norm``). The posteriors ``gamma_h = pi_h e^{-d_h/sigma^2} / W`` come from
-a log-sum-exp per image (§1.6.1) with the skipping rule of §1.6.2; the image, brought into
-the frame of each ``B_kj`` and weighted, accumulates into ``S_kj`` (by direct shifts where a
-block has few non-zero weights, else through the FFT of the weight map), and ``S_kj`` is
-back-rotated into per-class sums before returning (so the output is small, §1.8).
+with ``c_kjf(s) = sum_p B_kj(p) (G_f X)(p + s)`` (``s_i = 1``, ``b = 0`` without ``norm``).
+The posteriors ``gamma_h = pi_h e^{-d_h/sigma^2} / W`` come from a log-sum-exp per image
+(§1.6.1) with the skipping rule of §1.6.2; the image, brought into the frame of each ``B_kj``
+and weighted, accumulates into ``S_kj``, and ``S_kj`` is back-rotated into per-class sums
+before returning (so the output is small, §1.8).
+
+FFT layout (§1.7), per sub-batch: one real FFT per image; the spectra of its 4 or 8 flips are
+exact permutations of it (``ml2d_permuted_operands``). Per block ``(i, k, j, f)`` a fused
+kernel forms the product with ``conj(FFT(B_kj))`` and inverts it only where the ``(2w+1)^2``
+translation window needs it (``ml2d_block_correlations``). Blocks with few non-zero weights
+accumulate by direct shifts of the image, the others through the adjoint pruned transform of
+their weight window (``ml2d_accumulate_windows``), summed in Fourier space per ``(k, j)``.
 
 Work is done in sub-batches of at most ``settings.max_blocks`` blocks, so memory is bounded
-whatever the chunk size.
+whatever the chunk size; the large per-sub-batch buffers are reused.
 """
 
 from __future__ import annotations
@@ -42,7 +48,6 @@ from .state import INVALID_OFFSET, ParticleState
 from .sums import Sums
 
 _PRESELECT_BATCH = 128  # images per fast-mode pre-selection batch
-_FFT_CHUNK = 2048  # blocks per batched inverse FFT
 
 
 def hypothesis_log_priors(model: ML2DModel, n_flips: int) -> np.ndarray:
@@ -82,11 +87,10 @@ class _Context:
         self.w = translation_half_width(
             self.xi, self.n, settings.window_factor, settings.max_shift_px
         )
-        # conj(FFT(B_kj)) with the window phase folded in (window = leading W x W corner)
-        bhat = backend.rfft2(flat)
-        self.bhat_conj = np.conj(bhat) * backend.ml2d_window_phase(self.n, self.w).astype(
-            bhat.dtype
-        )
+        # conj(FFT(B_kj)) with the window phase folded in, as correlation operands (§1.7)
+        self.bref = backend.ml2d_reference_operands(flat, self.w)
+        self.corr_buf = np.empty((0, 2 * self.w + 1, 2 * self.w + 1), dtype=self.dtype)
+        self.gamma_buf = np.empty((0, 2 * self.w + 1, 2 * self.w + 1))
         self.log_prior_shift = log_offset_prior(self.xi, self.n, self.w)
         sx, sy = window_shifts(self.w)
         self.sx = sx.ravel()
@@ -122,15 +126,19 @@ def _fast_significance(ctx: _Context, X, X2p, scale, bg, offsets) -> np.ndarray:
     ii, kk, mm = np.nonzero(known & active_kmu[None])
     if ii.size == 0:
         return sig
-    Y = ctx.backend.roll_images(X.astype(ctx.dtype), ii, -t[ii, kk, mm])
-    Y = Y.reshape(len(ii), ctx.D)
+    Xc = X.astype(ctx.dtype)
     c = np.empty((len(ii), 4, n_psi))
-    for k in range(K):
-        for mu in range(n_mu):
-            sel = np.flatnonzero((kk == k) & (mm == mu))
-            if sel.size:
-                refs = ctx.bimg[k, 4 * mu : 4 * mu + 4].reshape(4 * n_psi, ctx.D)
-                c[sel] = (Y[sel] @ refs.T).reshape(-1, 4, n_psi)
+    group = kk * n_mu + mm
+    order = np.argsort(group, kind="stable")
+    edges = np.searchsorted(group[order], np.arange(K * n_mu + 1))
+    for g in range(K * n_mu):
+        sel = order[edges[g] : edges[g + 1]]
+        if sel.size:  # per (k, mu): centred images . its 4 n_psi rotated references
+            k, mu = divmod(g, n_mu)
+            refs = ctx.bimg[k, 4 * mu : 4 * mu + 4].reshape(4 * n_psi, ctx.D)
+            c[sel] = ctx.backend.ml2d_shifted_projections(
+                Xc, ii[sel], -t[ii[sel], k, mu], refs
+            ).reshape(-1, 4, n_psi)
     s = scale[ii]
     d = (
         0.5 * (X2p[ii] + s**2 * ctx.bank.A2[kk])[:, None, None]
@@ -225,7 +233,7 @@ def estep(
         bg_all = np.zeros(n)
 
     acc_direct = np.zeros((k_out_total * n_psi, N, N))
-    acc_hat = np.zeros((k_out_total * n_psi, N, N // 2 + 1), dtype=np.complex128)
+    acc_win = backend.ml2d_window_accumulator(k_out_total * n_psi, N)
     class_w = np.zeros(k_out_total)
     mirror_w = np.zeros(k_out_total)
     ref_den = np.zeros(k_out_total)
@@ -277,7 +285,7 @@ def estep(
                 out,
                 new_offsets,
                 acc_direct,
-                acc_hat,
+                acc_win,
                 class_w,
                 mirror_w,
                 ref_den,
@@ -287,7 +295,7 @@ def estep(
             u0 = u1
 
     # S_kj in real space, then M_k = sum_j MaskFill(Rot_{+psi_j}[S_kj]) (§1.8)
-    S = acc_direct + backend.irfft2(acc_hat, N)
+    S = acc_direct + backend.ml2d_window_sums(acc_win, ctx.w)
     ref_sum = back_rotate_sums(S.reshape(k_out_total, n_psi, N, N), ctx.psi_deg, backend)
     if settings.norm:
         ref_sum -= ref_bg[:, None, None]
@@ -343,7 +351,7 @@ def _subbatch(
     out,
     new_offsets,
     acc_direct,
-    acc_hat,
+    acc_win,
     class_w,
     mirror_w,
     ref_den,
@@ -355,23 +363,32 @@ def _subbatch(
     st = ctx.settings
     N, F, n_psi, w = ctx.n, ctx.F, ctx.n_psi, ctx.w
     m = X.shape[0]
-    Xf = be.permute_images(X.astype(ctx.dtype), FLIP_MATRICES[:F]).reshape(m * F, N, N)
-    xhat = be.rfft2(Xf)  # FFT(G_f X), [m*F, N, N//2+1]
+    Xc = X.astype(ctx.dtype)
+    Xf = be.permute_images(Xc, FLIP_MATRICES[:F]).reshape(m * F, N, N)  # G_f X
+    spec = be.rfft2(Xc)  # FFT(X); FFT(G_f X) are permutations of it
     ii, kk, jj, ff = np.nonzero(sig)  # image-major block list
     nb = ii.size
     img_ptr = np.searchsorted(ii, np.arange(m + 1)).astype(np.int64)
     blk_x = ii * F + ff
     blk_b = kk * n_psi + jj
     W = 2 * w + 1
-    corr = np.empty((nb, W, W), dtype=ctx.dtype)  # c_kjf(s) on the window
+    if ctx.corr_buf.shape[0] < nb:  # buffers reused by the sub-batches (no page faults)
+        ctx.corr_buf = np.empty((nb, W, W), dtype=ctx.dtype)
+        ctx.gamma_buf = np.empty((nb, W, W))
     s_blk = scale[ii]
     # d_h = const - s_i c_kjf(s), const = 1/2 (||X - b||^2 + s^2 A2_k) + s b Bsum_kj (§1.13)
     const = 0.5 * (X2p[ii] + s_blk**2 * ctx.bank.A2[kk]) + s_blk * bg[ii] * ctx.bank.Bsum[kk, jj]
-    for c0 in range(0, nb, _FFT_CHUNK):
-        c1 = min(nb, c0 + _FFT_CHUNK)
-        prod = be.ml2d_block_products(xhat, ctx.bhat_conj, blk_x[c0:c1], blk_b[c0:c1])
-        be.ml2d_correlation_windows(prod, N, w, out=corr[c0:c1])
-    res = be.ml2d_block_weights(
+    # c_kjf(s) on the window, FFT(G_f X) conj(FFT(B_kj)) -> inverse, fused (§1.7)
+    xops = be.ml2d_permuted_operands(spec, FLIP_MATRICES[:F], N)  # FFT(G_f X)
+    corr = be.ml2d_block_correlations(
+        xops,
+        ctx.bref,
+        blk_x,
+        blk_b,
+        w,
+        out=ctx.corr_buf[:nb],
+    )
+    res = be.ml2d_block_posteriors(
         corr,
         const,
         s_blk,
@@ -382,16 +399,19 @@ def _subbatch(
         ctx.sigma2,
         st.block_skip,
         st.entry_cutoff,
+        gamma_buffer=ctx.gamma_buf,
     )
-    gamma, wsum, count = res["gamma"], res["wsum"], res["count"]
+    kept, gamma, wsum, count = res["kept"], res["gamma"], res["wsum"], res["count"]
     sl = slice(first, first + m)
     if debug is not None:
+        gamma_all = np.zeros((nb, W, W))
+        gamma_all[kept] = gamma
         for name, v in (
             ("image", first + ii),
             ("k", kk),
             ("j", jj),
             ("f", ff),
-            ("gamma", gamma.copy()),
+            ("gamma", gamma_all),
         ):
             debug.setdefault(name, []).append(v)
 
@@ -428,19 +448,20 @@ def _subbatch(
         ref_den += np.bincount(k_out, wsum, minlength=K_out)
 
     # S_kj += sum_{f,s} s_i gamma (G_f X)(. + s): direct shifts or FFT of the weight map (§1.7)
+    # (rows of the compact gamma: the blocks in ``kept``)
     key = k_out * n_psi + jj
     blk_scale = s_new[ii]
-    kept = count > 0
-    direct = np.flatnonzero(kept & (count <= st.direct_max_entries))
-    spectral = np.flatnonzero(kept & (count > st.direct_max_entries))
+    cnt = count[kept]
+    direct = np.flatnonzero((cnt > 0) & (cnt <= st.direct_max_entries))
+    spectral = np.flatnonzero(cnt > st.direct_max_entries)
     if direct.size:
-        be.ml2d_accumulate_direct(
-            acc_direct, Xf, gamma[direct], key[direct], blk_x[direct], blk_scale[direct], w
+        b = kept[direct]
+        be.ml2d_accumulate_direct(acc_direct, Xf, gamma[direct], key[b], blk_x[b], blk_scale[b], w)
+    if spectral.size:
+        b = kept[spectral]
+        be.ml2d_accumulate_windows(
+            acc_win, gamma, xops, key[b], blk_x[b], blk_scale[b], w, gamma_rows=spectral
         )
-    for c0 in range(0, spectral.size, _FFT_CHUNK):
-        sel = spectral[c0 : c0 + _FFT_CHUNK]
-        ghat = be.rfft2(be.ml2d_embed_windows(gamma[sel], N, ctx.dtype))
-        be.ml2d_accumulate_spectra(acc_hat, ghat, xhat, key[sel], blk_x[sel], blk_scale[sel])
 
     # fast mode: optimal physical offset per (class, mirror) among the computed blocks (§1.12)
     if group_labels is None:

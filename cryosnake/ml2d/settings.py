@@ -41,9 +41,11 @@ class ML2DSettings:
       image's largest weight count as 0 (keeps the cheap real-space accumulation sparse).
     * ``precision``: ``"single"`` (float32 / complex64 FFT correlations) or ``"double"``.
     * ``max_blocks``: blocks (image x class x angle x flip) processed at once (memory bound:
-      about ``max_blocks * (2w+1)^2 * 8`` bytes).
+      about ``max_blocks * (2w+1)^2 * 12`` bytes in single precision: correlation windows and
+      posteriors).
     * ``direct_max_entries``: a block with at most this many non-zero translation weights is
-      accumulated by shifting the image directly, otherwise through an FFT of its weight map.
+      accumulated by shifting the image directly, otherwise through the (pruned) Fourier
+      transform of its weight window.
     """
 
     n_classes: int = 3
@@ -67,7 +69,7 @@ class ML2DSettings:
     entry_cutoff: float = 1e-14
     precision: str = "single"
     max_blocks: int = 8192
-    direct_max_entries: int = 12
+    direct_max_entries: int = 1
 
     def __post_init__(self):
         if not self.psi_step > 0:

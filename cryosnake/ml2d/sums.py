@@ -14,8 +14,40 @@ import numpy as np
 from cryosnake.atomic import save_npz
 
 
+class AdditiveStats:
+    """Mixin for dataclasses of additive statistics: ``a + b`` field by field, ``sum([...])``,
+    and ``.npz`` save/load (0-d arrays come back as Python scalars)."""
+
+    def __add__(self, other):
+        if type(other) is not type(self):
+            return NotImplemented
+        for f in fields(self):
+            a, b = np.shape(getattr(self, f.name)), np.shape(getattr(other, f.name))
+            if a != b:
+                raise ValueError(f"cannot add {type(self).__name__} with {f.name} of shapes "
+                                 f"{a} and {b}")
+        return type(self)(
+            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        )
+
+    def __radd__(self, other):
+        if isinstance(other, int) and other == 0:  # lets sum([...]) start from 0
+            return self
+        return self.__add__(other)
+
+    def save(self, path) -> None:
+        """Write as ``.npz`` atomically."""
+        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
+
+    @classmethod
+    def load(cls, path):
+        with np.load(path) as z:
+            kw = {f.name: z[f.name] for f in fields(cls)}
+        return cls(**{k: v.item() if v.ndim == 0 else v for k, v in kw.items()})
+
+
 @dataclass
-class Sums:
+class Sums(AdditiveStats):
     """Sufficient statistics over a set of particles, for ``K`` output classes.
 
     * ``ref_sum``: ``[K, N, N]`` ``M_k = sum_j MaskFill(Rot_{+psi_j}[S_kj])`` (§1.8); with the
@@ -62,32 +94,3 @@ class Sums:
             0.0,
             0,
         )
-
-    def __add__(self, other: Sums) -> Sums:
-        if not isinstance(other, Sums):
-            return NotImplemented
-        if other.ref_sum.shape != self.ref_sum.shape:
-            raise ValueError(
-                f"cannot add Sums of shapes {self.ref_sum.shape} and {other.ref_sum.shape}"
-            )
-        return Sums(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
-
-    def __radd__(self, other):
-        if other == 0:  # lets sum([...]) start from 0
-            return self
-        return self.__add__(other)
-
-    def save(self, path) -> None:
-        """Write as ``.npz`` atomically."""
-        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path) -> Sums:
-        with np.load(path) as z:
-            kw = {f.name: z[f.name] for f in fields(cls)}
-        for name in ("noise_sum", "offset_sum", "loglik_sum", "pmax_sum", "scale_sum"):
-            kw[name] = float(kw[name])
-        kw["n_images"] = int(kw["n_images"])
-        return cls(**kw)

@@ -1,4 +1,6 @@
-"""Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs.
+"""Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs. With
+``ml2d.fourier`` the same jobs run MLF2D (:mod:`cryosnake.mlf2d`): the CTF of each chunk's
+particles comes from the particle STAR, the defocus groups from the whole table.
 
 Files of one run (``{outdir}/ml2d``):
 
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cryosnake import mlf2d
 from cryosnake.atomic import save_npz
 from cryosnake.errors import InputError
 from cryosnake.io import mrc, star
@@ -35,11 +38,23 @@ MIRROR_COLUMN = "cryosnakeMirror"
 
 
 def settings_from_config(ml2d: dict) -> ML2DSettings:
-    """The ``ml2d:`` config section as :class:`ML2DSettings`."""
-    return ML2DSettings(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"],
-                        mirror=ml2d["mirror"], fast=ml2d["fast"], norm=ml2d["norm"],
-                        noise_std=ml2d["noise_std"], offset_std=ml2d["offset_std"],
-                        max_iterations=ml2d["max_iterations"], seed=ml2d["seed"])
+    """The ``ml2d:`` config section as :class:`ML2DSettings` (:class:`MLF2DSettings
+    <cryosnake.mlf2d.MLF2DSettings>` with ``fourier``)."""
+    common = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
+                  fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
+                  offset_std=ml2d["offset_std"], max_iterations=ml2d["max_iterations"],
+                  seed=ml2d["seed"])
+    if ml2d.get("fourier"):
+        return mlf2d.MLF2DSettings(**common, ctf_correction=ml2d["ctf_correction"],
+                                   phase_flipped=ml2d["phase_flipped"],
+                                   high_res_limit=ml2d["high_res_limit"])
+    return ML2DSettings(**common)
+
+
+def load_model(model_json, ml2d_cfg: dict) -> ML2DModel:
+    """The model of an iteration (:class:`MLF2DModel <cryosnake.mlf2d.MLF2DModel>` with
+    ``fourier``)."""
+    return (mlf2d.MLF2DModel if ml2d_cfg.get("fourier") else ML2DModel).load(model_json)
 
 
 def read_references(path, box: int) -> np.ndarray:
@@ -66,6 +81,8 @@ def read_references(path, box: int) -> np.ndarray:
 def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs) -> None:
     """Iteration-0 input: the global average (generated classes) or the user references."""
     settings = settings_from_config(ml2d_cfg)
+    if ml2d_cfg["fourier"]:
+        return _mlf2d_start(particles_star, ml2d_cfg, settings, chunk_size, out_model, out_refs)
     with ParticleStack(particles_star) as ps:
         if ml2d_cfg["references"]:
             model = initial_model_from_references(read_references(ml2d_cfg["references"], ps.box),
@@ -80,24 +97,52 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
           f"xi {model.sigma_offset:.4g}")
 
 
+def _mlf2d_start(particles_star, ml2d_cfg, settings, chunk_size, out_model, out_refs) -> None:
+    """MLF2D start: one pass over the particles for the CTF-corrected global average and the
+    initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.init`)."""
+    with ParticleStack(particles_star) as ps:
+        ctf, groups, centres = mlf2d.particle_groups(ps.table, settings)
+        stats = 0
+        for c in range(n_chunks(ps.n, chunk_size)):
+            rows = chunk_rows(ps.n, chunk_size, c)
+            stats = stats + mlf2d.start_statistics(
+                ps.read(rows), None if ctf is None else ctf.subset(rows), groups[rows],
+                len(centres), ps.sampling, settings)
+        refs = (read_references(ml2d_cfg["references"], ps.box) if ml2d_cfg["references"]
+                else None)
+        model = mlf2d.start_model(stats, settings, ps.sampling, ps.box, centres, refs)
+        model.save(out_model, out_refs, ps.sampling)
+    print(f"MLF2D start model: {model.n_classes} reference(s), {model.n_groups} defocus "
+          f"group(s), resolution limit {ps.box * ps.sampling / model.shell_high:.1f} Å "
+          f"(shell {model.shell_high}), white-equivalent noise {model.sigma_noise:.4g}")
+
+
 def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
               backend: str, model_json, previous_state, out_sums, out_state,
               out_assignments) -> None:
     """E-step of one particle chunk against the model of the previous iteration."""
     settings = settings_from_config(ml2d_cfg)
-    model = ML2DModel.load(model_json)
+    model = load_model(model_json, ml2d_cfg)
     with ParticleStack(particles_star) as ps:
         rows = chunk_rows(ps.n, chunk_size, chunk)
         images = ps.read(rows)
         n_total = ps.n
+        if ml2d_cfg["fourier"]:
+            ctf, defocus_groups, _ = mlf2d.particle_groups(ps.table, settings)
     generated_start = iteration == 0 and not ml2d_cfg["references"]
     groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]
               if generated_start else None)
-    state = (ParticleState.load(previous_state) if previous_state
-             else ParticleState.initial(len(rows), model.n_classes, settings))
+    if ml2d_cfg["fourier"]:
+        state = ParticleState.load(previous_state) if previous_state else None
+        chunk_ctf = None if ctf is None else ctf.subset(rows)
+        chunk_groups = defocus_groups[rows]
+    else:
+        state = (ParticleState.load(previous_state) if previous_state
+                 else ParticleState.initial(len(rows), model.n_classes, settings))
+        chunk_ctf = chunk_groups = None
     sums, assignments, new_state = estep_with_progress(
         images, model, settings, state, groups, get_backend(backend),
-        f"E-step {iteration:03d}/{chunk:04d}")
+        f"E-step {iteration:03d}/{chunk:04d}", ctf=chunk_ctf, defocus_groups=chunk_groups)
     sums.save(out_sums)
     new_state.save(out_state)
     save_npz(out_assignments, rows=rows, **assignments)
@@ -106,17 +151,28 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
 
 
 def estep_with_progress(images, model, settings, state, groups, backend, label,
-                        batch: int = 250):
+                        batch: int = 250, ctf=None, defocus_groups=None):
     """The E-step of a chunk in sub-batches of ``batch`` particles, with a progress bar
-    (particles/s) on stderr (the job's log). Sums add up exactly over sub-batches."""
+    (particles/s) on stderr (the job's log). Sums add up exactly over sub-batches.
+
+    With :class:`MLF2DSettings <cryosnake.mlf2d.MLF2DSettings>` it runs
+    :func:`cryosnake.mlf2d.estep` with the chunk's ``ctf`` parameters and ``defocus_groups``
+    (``state=None``: a fresh state)."""
     n = len(images)
     parts = []
     with tqdm(total=n, unit="particle", desc=label, mininterval=5.0, file=sys.stderr) as bar:
         for start in range(0, n, batch):
             sel = slice(start, min(n, start + batch))
-            parts.append(estep(images[sel], model, settings, state.subset(sel),
-                               group_labels=None if groups is None else groups[sel],
-                               backend=backend))
+            labels = None if groups is None else groups[sel]
+            if isinstance(settings, mlf2d.MLF2DSettings):
+                parts.append(mlf2d.estep(
+                    images[sel], model, settings,
+                    None if ctf is None else ctf.subset(np.arange(sel.start, sel.stop)),
+                    defocus_groups[sel], None if state is None else state.subset(sel),
+                    group_labels=labels, backend=backend))
+            else:
+                parts.append(estep(images[sel], model, settings, state.subset(sel),
+                                   group_labels=labels, backend=backend))
             bar.update(sel.stop - sel.start)
     sums = sum((p[0] for p in parts[1:]), parts[0][0])
     assignments = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
@@ -127,14 +183,19 @@ def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model
               out_refs) -> ML2DModel:
     """Gather the chunk sums and update the model (spec §1.8–1.10)."""
     settings = settings_from_config(ml2d_cfg)
-    model = ML2DModel.load(model_json)
-    total = sum(Sums.load(p) for p in sums_paths)
-    new = mstep(model, total, settings)
+    model = load_model(model_json, ml2d_cfg)
+    if ml2d_cfg["fourier"]:
+        new = mlf2d.mstep(model, sum(mlf2d.MLF2DSums.load(p) for p in sums_paths), settings)
+    else:
+        new = mstep(model, sum(Sums.load(p) for p in sums_paths), settings)
     new.save(out_model, out_refs, sampling)
     change = np.nanmax(new.signal_change) if np.isfinite(new.signal_change).any() else np.nan
+    extra = ""
+    if ml2d_cfg["fourier"]:
+        extra = f", best class SSNR at the limit {new.ssnr[:, new.shell_high].max():.3g}"
     print(f"M-step iteration {new.iteration}: LL {new.loglik:.8g}, <Pmax> {new.ave_pmax:.4f}, "
           f"sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, max change {change:.4g}, "
-          f"converged {new.converged}")
+          f"converged {new.converged}{extra}")
     return new
 
 
@@ -152,7 +213,7 @@ def load_assignments(paths) -> dict[str, np.ndarray]:
 def final_job(particles_star, model_json, assignment_paths, ml2d_cfg: dict, out_classes,
               out_classes_star, out_particles, out_model) -> None:
     """Final class averages, per-class table and per-particle assignments (RELION 3.1)."""
-    model = ML2DModel.load(model_json)
+    model = load_model(model_json, ml2d_cfg)
     particles, optics = star.read_particles(particles_star)
     sampling = float(star.merge_optics(particles, optics)["rlnImagePixelSize"].iloc[0])
     a = load_assignments(assignment_paths)

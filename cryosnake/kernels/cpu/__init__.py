@@ -3,7 +3,8 @@
 Each submodule owns one family of kernels and lists them in its ``__all__``:
 
 * ``image``  - 2D image kernels (rotation, Fourier shifts, batched real FFTs, radial averages)
-* ``ml2d``   - the ML2D/MLF2D E-step inner loops (weights, accumulation)
+* ``ml2d``   - the ML2D E-step inner loops (weights, accumulation)
+* ``mlf2d``  - the MLF2D E-step inner loops (transformed Fourier rows, posteriors)
 * ``volume`` - 3D Fourier projection (central slices) and weighted Fourier insertion
 * ``align``  - gallery alignment for Reconstruct Significant
 """
@@ -11,6 +12,7 @@ Each submodule owns one family of kernels and lists them in its ``__all__``:
 from .align import *  # noqa: F401,F403
 from .image import *  # noqa: F401,F403
 from .ml2d import *  # noqa: F401,F403
+from .mlf2d import *  # noqa: F401,F403
 from .volume import *  # noqa: F401,F403
 
 NAME = "cpu"

@@ -20,6 +20,7 @@ images x rows and cached on disk.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -40,6 +41,7 @@ __all__ = [
     "bspline3_coefficients",
     "rotate_images",
     "permute_images",
+    "permute_spectra",
     "roll_images",
     "shift_images",
     "radius_grid",
@@ -236,25 +238,34 @@ def rotate_images(
     return out[0] if single else out
 
 
+@functools.lru_cache(maxsize=32)
+def _permutation_table(n: int, mats_key: bytes) -> np.ndarray:
+    """Flat source index ``[F, N*N]`` of ``out(r) = in(M_f r)`` about ``N // 2`` (wrap)."""
+    mats = np.frombuffer(mats_key, dtype=np.int64).reshape(-1, 2, 2)
+    c = n // 2
+    i, j = np.mgrid[0:n, 0:n]
+    x, y = j - c, i - c
+    out = np.empty((len(mats), n * n), np.int64)
+    for f, m in enumerate(mats):
+        xs = (m[0, 0] * x + m[0, 1] * y + c) % n
+        ys = (m[1, 0] * x + m[1, 1] * y + c) % n
+        out[f] = (ys * n + xs).ravel()
+    return out
+
+
 @njit(parallel=True, cache=True)
-def _permute(images, mats, out):  # pragma: no cover - numba
-    n, size, _ = images.shape
-    nm = mats.shape[0]
-    c = size // 2
+def _permute(images, table, out):  # pragma: no cover - numba
+    # images: [n, P]; table: [F, P] source pixel of every output pixel; out: [n, F, P]
+    n = images.shape[0]
+    nm, npx = table.shape
     for t in prange(n * nm):
         i = t // nm
         f = t % nm
-        a = mats[f, 0, 0]
-        b = mats[f, 0, 1]
-        cc = mats[f, 1, 0]
-        d = mats[f, 1, 1]
-        for r in range(size):
-            y = r - c
-            for col in range(size):
-                x = col - c
-                xs = (a * x + b * y + c) % size
-                ys = (cc * x + d * y + c) % size
-                out[i, f, r, col] = images[i, ys, xs]
+        src = images[i]
+        idx = table[f]
+        dst = out[i, f]
+        for p in range(npx):
+            dst[p] = src[idx[p]]
 
 
 def permute_images(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
@@ -266,8 +277,79 @@ def permute_images(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     """
     images = np.ascontiguousarray(images)
     mats = np.ascontiguousarray(np.asarray(matrices, dtype=np.int64))
-    out = np.empty((images.shape[0], mats.shape[0], *images.shape[1:]), dtype=images.dtype)
-    _permute(images, mats, out)
+    n, size = images.shape[0], images.shape[-1]
+    out = np.empty((n, mats.shape[0], size, size), dtype=images.dtype)
+    table = _permutation_table(size, mats.tobytes())
+    _permute(images.reshape(n, size * size), table, out.reshape(n, mats.shape[0], size * size))
+    return out
+
+
+@functools.lru_cache(maxsize=32)
+def _spectrum_permutation_table(n: int, mats_key: bytes):
+    """Gather tables of :func:`permute_spectra`: flat source index, conjugation flag and phase
+    ``[F, N*(N//2+1)]`` each."""
+    mats = np.frombuffer(mats_key, dtype=np.int64).reshape(-1, 2, 2)
+    h = n // 2 + 1
+    c = n // 2
+    ky, kx = np.mgrid[0:n, 0:h]
+    src = np.empty((len(mats), n * h), np.int64)
+    conj = np.empty((len(mats), n * h), np.bool_)
+    phase = np.empty((len(mats), n * h), np.complex128)
+    for f, m in enumerate(mats):
+        # Z(i) = X(c + M (i - c))  =>  Z^(k) = e^{-2 pi i k.d / N} X^(M k), d = c - M^T c
+        mx = (m[0, 0] * kx + m[0, 1] * ky) % n
+        my = (m[1, 0] * kx + m[1, 1] * ky) % n
+        flip = mx >= h  # outside the half plane: X^(m) = conj(X^(-m))
+        sx = np.where(flip, (-mx) % n, mx)
+        sy = np.where(flip, (-my) % n, my)
+        dx = c - (m[0, 0] * c + m[1, 0] * c)
+        dy = c - (m[0, 1] * c + m[1, 1] * c)
+        src[f] = (sy * h + sx).ravel()
+        conj[f] = flip.ravel()
+        phase[f] = np.exp(-2j * np.pi * ((kx * dx + ky * dy) % n) / n).ravel()
+    return src, conj, phase
+
+
+@njit(parallel=True, cache=True)
+def _permute_spectra(spec, src, conj, phase, out):  # pragma: no cover - numba
+    # spec: [n, P] complex; src, conj, phase: [F, P]; out: [n, F, P]
+    n = spec.shape[0]
+    nm, npx = src.shape
+    for t in prange(n * nm):
+        i = t // nm
+        f = t % nm
+        s = spec[i]
+        for p in range(npx):
+            v = s[src[f, p]]
+            if conj[f, p]:
+                v = v.conjugate()
+            out[i, f, p] = v * phase[f, p]
+
+
+def permute_spectra(spectra: np.ndarray, matrices: np.ndarray, n: int) -> np.ndarray:
+    """``rfft2(permute_images(images, matrices))`` from ``spectra = rfft2(images)``, exactly.
+
+    ``spectra``: ``[m, N, N//2+1]`` (:func:`rfft2` of ``N x N`` images); ``matrices``: integer
+    orthogonal ``[F, 2, 2]`` (pixel permutations about ``N // 2``). A permutation of the image
+    is a permutation of its spectrum, ``Z^(k) = e^{-2 pi i k.d / N} X^(M k)`` with
+    ``d = c - M^T c``, ``c = N // 2``, the other half plane by Hermitian symmetry: one gather
+    per output coefficient instead of one FFT per permuted image. Output ``[m, F, N, N//2+1]``
+    in the dtype of ``spectra``.
+    """
+    spectra = np.ascontiguousarray(spectra)
+    mats = np.ascontiguousarray(np.asarray(matrices, dtype=np.int64))
+    m, h = spectra.shape[0], n // 2 + 1
+    if spectra.shape[1:] != (n, h):
+        raise ValueError(f"spectra are {spectra.shape[1:]}, expected {(n, h)} for N = {n}")
+    src, conj, phase = _spectrum_permutation_table(n, mats.tobytes())
+    out = np.empty((m, len(mats), n, h), dtype=spectra.dtype)
+    _permute_spectra(
+        spectra.reshape(m, n * h),
+        src,
+        conj,
+        phase.astype(spectra.dtype),
+        out.reshape(m, len(mats), n * h),
+    )
     return out
 
 

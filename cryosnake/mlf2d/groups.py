@@ -1,0 +1,93 @@
+"""Defocus groups and per-particle CTFs on the Fourier points (spec ``algorithms.md`` §2.3).
+
+The CTF enters the MLF2D model **per particle** (its own defocus U/V, astigmatism angle,
+voltage, Cs, Q0, phase shift, through :mod:`cryosnake.ctf`, the one CTF function of the
+package), evaluated in the frame of each flip (``CTF(F_f k)``). Xmipp instead radially
+averages the CTF of each defocus group; per particle is exact for astigmatic data (trap 3) and
+costs nothing extra here. The noise spectrum is estimated per **defocus group**: particles
+binned by mean defocus ``(DU + DV)/2`` in bins of ``defocus_bin`` Å, small groups merged so
+that none has fewer than ``min_group_size`` particles (trap 5). Without CTF correction there is
+one group.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cryosnake.ctf import CTFParams, ctf_from_frequencies
+from cryosnake.errors import InputError
+from cryosnake.ml2d.hypotheses import FLIP_MATRICES
+
+CTF_COLUMNS = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+
+
+def particle_ctf(table, settings) -> CTFParams | None:
+    """CTF parameters of every particle of a merged particle table (``None`` without CTF
+    correction). Missing columns are an :class:`InputError` naming them and the fix."""
+    if not settings.ctf_correction:
+        return None
+    missing = [c for c in CTF_COLUMNS if c not in table]
+    if missing:
+        raise InputError(
+            f"ml2d.fourier (MLF2D) with ctf_correction needs CTF parameters, but "
+            f"{', '.join(missing)} {'is' if len(missing) == 1 else 'are'} missing from the "
+            "particles. Import particles with CTF (e.g. RELION Extract after CtfFind), or set "
+            "ml2d.ctf_correction: false, or ml2d.fourier: false for ML2D.")
+    return CTFParams.from_star(table)
+
+
+def particle_groups(table, settings) -> tuple[CTFParams | None, np.ndarray, np.ndarray]:
+    """``(ctf, labels, group_defocus)`` of every particle of a merged particle table: the CTF
+    parameters (:func:`particle_ctf`) and the defocus groups (:func:`defocus_groups`) with the
+    settings' bin width and minimum size. Every job of a run calls this on the whole table."""
+    ctf = particle_ctf(table, settings)
+    labels, centres = defocus_groups(ctf, len(table), settings.defocus_bin,
+                                     settings.min_group_size)
+    return ctf, labels, centres
+
+
+def defocus_groups(ctf: CTFParams | None, n_particles: int, bin_width: float,
+                   min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(labels [n], mean defocus per group [G] in Å)`` (trap 5).
+
+    Bins of the mean defocus ``(DU + DV)/2`` of width ``bin_width`` Å from the smallest
+    defocus; walking up in defocus, consecutive bins are joined until a group holds at least
+    ``min_size`` particles; a short remainder at the top joins the last group. Deterministic,
+    so every job of a run computes the same groups from the particle table. ``ctf=None``: one
+    group (mean defocus 0).
+    """
+    if ctf is None or n_particles == 0:
+        return np.zeros(n_particles, np.int64), np.zeros(1)
+    mean = 0.5 * (np.broadcast_to(ctf.defocus_u, (n_particles,))
+                  + np.broadcast_to(ctf.defocus_v, (n_particles,))).astype(np.float64)
+    bins = np.floor((mean - mean.min()) / bin_width).astype(np.int64)
+    counts = np.bincount(bins)
+    group_of_bin = np.empty(len(counts), np.int64)
+    g, size = 0, 0
+    for b, c in enumerate(counts):
+        group_of_bin[b] = g
+        size += c
+        if size >= min_size:
+            g, size = g + 1, 0
+    if size > 0 and g > 0:  # short remainder at the top: join the previous group
+        group_of_bin[group_of_bin == g] = g - 1
+    labels = group_of_bin[bins]
+    _, labels = np.unique(labels, return_inverse=True)
+    labels = labels.astype(np.int64)
+    centres = np.bincount(labels, mean) / np.bincount(labels)
+    return labels, centres
+
+
+def flipped_ctf(ctf: CTFParams | None, kx, ky, n: int, sampling: float, n_flips: int,
+                phase_flipped: bool) -> np.ndarray:
+    """``CTF_i(F_f k)`` for particles ``i``, flips ``f`` and points ``(kx, ky)`` (FFT index
+    units of an ``N`` box at ``sampling`` Å/px): ``[n_particles, F, Np]``; ``|CTF|`` when
+    ``phase_flipped``; ``ctf=None`` gives ones ``[1, F, Np]`` (broadcasts over particles)."""
+    if ctf is None:
+        return np.ones((1, n_flips, len(kx)))
+    mats = FLIP_MATRICES[:n_flips]
+    fx = (mats[:, 0, 0, None] * kx + mats[:, 0, 1, None] * ky) / (n * sampling)
+    fy = (mats[:, 1, 0, None] * kx + mats[:, 1, 1, None] * ky) / (n * sampling)
+    c = ctf_from_frequencies(fx, fy, ctf.defocus_u, ctf.defocus_v, ctf.defocus_angle,
+                             ctf.voltage, ctf.cs, ctf.amplitude_contrast, ctf.phase_shift)
+    return np.abs(c) if phase_flipped else c

@@ -1,0 +1,66 @@
+"""CTF-corrected SSNR and Wiener filters (spec ``algorithms.md`` §2.6; Decisions: "MLF2D Wiener
+filters: built from the CTF-corrected SSNR").
+
+What is implemented, for class ``k``, shell ``l`` and Fourier point ``p`` inside the
+resolution limit:
+
+* numerator ``F_k(p) = FT(M_k)(p)`` (CTF- and noise-weighted aligned images, :mod:`.sums`) and
+  denominator ``Den_k(l) = sum gamma <CTF^2>_l / sigma^2(l)``; the CTF-corrected average
+  ``Abar_k = F_k / Den_k`` has noise power ``1 / Den_k(l)`` per coefficient;
+* signal power ``tau^2_k(l) = T <|A_k|^2>_l`` of the class's **previous** (CTF-corrected)
+  reference, ``T = 2``;
+* **CTF-corrected SSNR** ``SSNR_k(l) = tau^2_k(l) Den_k(l)`` and **Wiener filter**
+  ``W_k = SSNR_k / (1 + SSNR_k)``: the new reference is
+  ``A_k = W_k Abar_k = F_k / (Den_k + 1 / tau^2_k)`` -- CTF correction ``c / sum c^2`` where
+  the SSNR is high, suppression where it is low (the MAP estimate of RELION, whose ``T = 2``
+  for 2D keeps the shells with a true SSNR >= 1 from fading over the iterations).
+
+Why the signal power of the previous reference, not a bias-corrected estimate from the current
+average (``<|Abar|^2> Den - 1``, Xmipp's ``SNR - 1``): early on the noise spectra still hold the
+signal the references do not model yet, so that estimate is 0 beyond the lowest shells, the
+filter zeroes them, and the classes only differ in a blob -- on the demo data two of three
+classes then merged (tested). With the previous reference's power the filter anneals: the
+unfiltered averages of iteration 0 give every shell some power, shells without signal fade
+geometrically, shells with signal grow. Xmipp builds its weights from the SSNR of the
+CTF-affected averages (``~ c^3`` at low SNR, spec §4 item 7), and uses no filter without CTF;
+here the same formula applies with ``c = 1``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .fourier import shell_onehot
+
+REGULARISATION = 2.0
+"""``T``: the signal power is ``T`` times the power of the previous reference."""
+
+
+def shell_mean(values: np.ndarray, shell: np.ndarray, n_shells: int) -> np.ndarray:
+    """Mean of ``values`` ``[..., Np]`` over the points of each shell: ``[..., n_shells]``
+    (0 for shells without points)."""
+    onehot = shell_onehot(shell, n_shells)
+    return (values @ onehot) / np.maximum(onehot.sum(axis=0), 1)
+
+
+def ctf_corrected_average(numerator: np.ndarray, denominator: np.ndarray, shell: np.ndarray
+                          ) -> np.ndarray:
+    """``Abar = F / Den(l(p))`` (0 where ``Den = 0``): numerators ``[K, Np]`` on points with
+    shells ``shell``, denominators ``[K, L]``."""
+    den = denominator[:, shell]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, numerator / np.where(den > 0, den, 1.0), 0.0)
+
+
+def wiener_average(numerator: np.ndarray, denominator: np.ndarray, previous: np.ndarray,
+                   weights: np.ndarray, shell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(A [K, Np], SSNR [K, L])``: the CTF-corrected, Wiener-filtered averages from the
+    numerators ``F_k`` ``[K, Np]``, the denominators ``Den_k`` ``[K, L]``, the previous
+    references ``previous`` ``[K or 1, Np]`` on the same points and the class weights
+    ``[K]`` (module docstring)."""
+    L = denominator.shape[-1]
+    tau2 = REGULARISATION * shell_mean(np.abs(previous) ** 2, shell, L)
+    ssnr = np.broadcast_to(tau2, denominator.shape) * denominator
+    common = (weights @ ssnr) / weights.sum() if weights.sum() > 0 else np.zeros(L)
+    average = ctf_corrected_average(numerator, denominator, shell)
+    return average * (common / (1.0 + common))[shell], ssnr

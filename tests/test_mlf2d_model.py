@@ -1,0 +1,218 @@
+"""MLF2D building blocks: Fourier points and flips, resolution shells, defocus groups, the
+Wiener filter, model/sums files, settings and configuration (spec §2.3-§2.6, V-MLF4)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from ml2d_sim import mirror_ref, rotate_ref
+
+from cryosnake import config as cs_config
+from cryosnake.ctf import CTFParams
+from cryosnake.errors import InputError
+from cryosnake.ml2d.hypotheses import FLIP_MATRICES
+from cryosnake.mlf2d import (
+    MLF2DModel,
+    MLF2DSettings,
+    MLF2DSums,
+    defocus_groups,
+    particle_ctf,
+    start_model,
+    start_statistics,
+)
+from cryosnake.mlf2d.fourier import (
+    PointSet,
+    independent_points,
+    scatter_points,
+    search_disc,
+    shell_counts,
+    shell_of_resolution,
+)
+from cryosnake.mlf2d.wiener import wiener_average
+
+
+def test_independent_points_count_each_coefficient_once():
+    n = 16
+    kx, ky = independent_points(n)
+    full = {(x, y) for x, y in zip(kx, ky, strict=True)} | {
+        (-x, -y) for x, y in zip(kx, ky, strict=True)}
+    assert len(full) == 2 * len(kx) - 1  # only DC is its own partner
+    assert np.rint(np.hypot(kx, ky)).max() == n // 2 - 1  # Nyquist and corners left out
+    assert shell_counts(n)[0] == 1 and shell_counts(n).sum() == len(kx)
+    # scatter -> irfft2 -> rfft2 returns exactly the coefficients (Hermitian partners filled)
+    rng = np.random.default_rng(0)
+    vals = rng.normal(size=len(kx)) + 1j * rng.normal(size=len(kx))
+    vals[0] = vals[0].real
+    img = np.fft.irfft2(scatter_points(vals, kx, ky, n), s=(n, n))
+    np.testing.assert_allclose(np.fft.rfft2(img)[np.mod(ky, n), kx], vals, atol=1e-12)
+
+
+@pytest.mark.parametrize("n", [16, 15])
+def test_flip_tables_match_real_space_flips_and_shifts(n):
+    """FT(G_f Sh_{-u} X)(k) from the tables equals the FFT of the image flipped and shifted in
+    real space (spec §2.7: centre first, then flip), for all 8 flips."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(n, n))
+    pts = PointSet.build(n, 5, 6)
+    t = pts.flip_tables(8)
+    xp = np.fft.rfft2(X)[np.mod(pts.ky, n), pts.kx]
+    c = n // 2
+    y, x = np.mgrid[0:n, 0:n] - c
+    u = (2, -1)
+    for f, m in enumerate(FLIP_MATRICES):
+        Y = np.roll(X, (-u[1], -u[0]), axis=(0, 1))
+        Y = Y[(m[1, 0] * x + m[1, 1] * y + c) % n, (m[0, 0] * x + m[0, 1] * y + c) % n]
+        want = np.fft.rfft2(Y)[np.mod(pts.ky, n), pts.kx]
+        got = np.where(t["conj"][f], np.conj(xp[t["src"][f]]), xp[t["src"][f]])
+        got = got * t["phase0"][f] * np.exp(2j * np.pi * (t["fx"][f] * u[0] + t["fy"][f] * u[1])
+                                            / n)
+        np.testing.assert_allclose(got, want, atol=1e-9)
+
+
+def test_point_sets_search_disc_and_resolution_shells():
+    pts = PointSet.build(32, 4, 7)
+    assert (pts.shell[: pts.n_prob] >= 1).all() and (pts.shell[: pts.n_prob] <= 4).all()
+    assert sorted(set(pts.shell[pts.n_prob:])) == [0, 5, 6, 7]  # Q: DC and 5..7
+    assert len(search_disc(3)) == 29 and tuple(search_disc(3)[0]) == (0, 0)  # spec §2.7
+    assert len(search_disc(0)) == 1
+    # V-MLF4: Ts = 2 Å, N = 64, 20 Å -> l_high = round(128 / 20) = 6; 0 Å = no limit
+    assert shell_of_resolution(20.0, 64, 2.0) == 6
+    assert shell_of_resolution(0.0, 64, 2.0) == 31
+    assert shell_of_resolution(3.0, 64, 2.0) == 31  # beyond Nyquist: clamped
+
+
+def test_defocus_groups_bins_merge_small_groups_and_are_deterministic():
+    rng = np.random.default_rng(3)
+    du = np.r_[rng.uniform(10000, 30000, 300), 45000.0]  # one isolated particle at the top
+    ctf = CTFParams(du, du - 200, 0.0, 300.0, 2.7, 0.1)
+    labels, centres = defocus_groups(ctf, len(du), 1000.0, 20)
+    counts = np.bincount(labels)
+    assert counts.min() >= 20  # no group of size 1 (trap 5)
+    assert len(centres) == len(counts) >= 8
+    assert np.all(np.diff(centres) > 0)  # groups ordered by defocus
+    mean = du - 100
+    for g in range(len(centres)):  # groups are contiguous defocus ranges
+        assert mean[labels == g].max() < mean[labels == g + 1].min() if g + 1 < len(
+            centres) else True
+    again, _ = defocus_groups(ctf.subset(np.arange(len(du))), len(du), 1000.0, 20)
+    np.testing.assert_array_equal(labels, again)
+    # no CTF correction: one group
+    labels, centres = defocus_groups(None, 10, 1000.0, 20)
+    assert (labels == 0).all() and len(centres) == 1
+
+
+def test_particle_ctf_needs_the_ctf_columns():
+    import pandas as pd
+
+    table = pd.DataFrame({"rlnDefocusU": [1e4], "rlnVoltage": [300.0]})
+    with pytest.raises(InputError, match="rlnSphericalAberration, rlnAmplitudeContrast are "
+                                         "missing.*ctf_correction: false"):
+        particle_ctf(table, MLF2DSettings())
+    assert particle_ctf(table, MLF2DSettings(ctf_correction=False)) is None
+
+
+def test_wiener_filter_is_shared_and_follows_the_ssnr():
+    """A = (F / Den) SSNR / (1 + SSNR) with SSNR_k = 2 <|A_prev|^2> Den_k and the
+    class-weighted mean SSNR as the common filter (cryosnake.mlf2d.wiener)."""
+    shell = np.array([0, 1, 1, 2, 2, 2])
+    den = np.array([[4.0, 2.0, 1.0], [4.0, 2.0, 1.0]])
+    prev = np.array([[1.0, 1.0, 1.0, 0.0, 0.0, 0.0], [2.0, 1.0, 1.0, 0.0, 0.0, 0.0]])
+    num = np.ones((2, 6)) * 8.0
+    avg, ssnr = wiener_average(num, den, prev, np.array([1.0, 3.0]), shell)
+    np.testing.assert_allclose(ssnr[:, 0], [2 * 1 * 4, 2 * 4 * 4])
+    np.testing.assert_allclose(ssnr[:, 2], 0.0)  # no signal in the previous references
+    common = (8 + 3 * 32) / 4
+    np.testing.assert_allclose(avg[:, 0], 8.0 / 4.0 * common / (1 + common))
+    np.testing.assert_allclose(avg[:, 3:], 0.0)
+    np.testing.assert_allclose(avg[0, 1], avg[1, 1])  # one filter for every class
+
+
+def _small_model(rng, n=16, k=2):
+    images = rng.normal(size=(40, n, n))
+    images[:, 5:11, 6:10] += 2.0
+    du = rng.uniform(12000, 20000, 40)
+    ctf = CTFParams(du, du, 0.0, 300.0, 2.7, 0.1)
+    settings = MLF2DSettings(n_classes=k, psi_step=30, high_res_limit=12.0, min_group_size=10)
+    groups, centres = defocus_groups(ctf, 40, settings.defocus_bin, settings.min_group_size)
+    stats = start_statistics(images, ctf, groups, len(centres), 3.0, settings)
+    # chunked statistics add up to those of all images at once
+    half = (start_statistics(images[:15], ctf.subset(np.arange(15)), groups[:15], len(centres),
+                             3.0, settings)
+            + start_statistics(images[15:], ctf.subset(np.arange(15, 40)), groups[15:],
+                               len(centres), 3.0, settings))
+    np.testing.assert_allclose(half.numerator, stats.numerator, atol=1e-9)
+    return images, ctf, groups, settings, start_model(stats, settings, 3.0, 16, centres)
+
+
+def test_start_model_noise_and_files_round_trip(tmp_path):
+    images, ctf, groups, settings, model = _small_model(np.random.default_rng(4))
+    assert model.iteration == -1 and model.n_classes == 1
+    assert model.shell_high == round(16 * 3.0 / 12.0)
+    assert model.noise_spectra.shape == (model.n_groups, 8) and (model.noise_spectra > 0).all()
+    # white noise of std 1 has sigma^2 = N^2 per coefficient beyond the particle's signal
+    np.testing.assert_allclose(model.noise_spectra[:, 6:], 256.0, rtol=0.15)
+    # the reference is band-limited to l_high (up to its float32 rounding)
+    spec = np.abs(np.fft.fft2(model.references[0]))
+    k = np.fft.fftfreq(16) * 16
+    beyond = np.rint(np.hypot(k[None], k[:, None])) > model.shell_high
+    assert spec[beyond].max() < 1e-6 * spec.max()
+    model.save(tmp_path / "model.json", tmp_path / "refs.mrcs", 3.0)
+    back = MLF2DModel.load(tmp_path / "model.json")
+    np.testing.assert_array_equal(back.references, model.references)
+    np.testing.assert_array_equal(back.noise_spectra, model.noise_spectra)
+    assert (back.shell_high, back.sampling) == (model.shell_high, model.sampling)
+    d = json.loads((tmp_path / "model.json").read_text())
+    for key in ("noise_spectra", "ssnr", "group_defocus", "group_sizes", "shell_frequency",
+                "resolution_limit_A", "sigma_noise", "class_fractions"):
+        assert key in d
+    assert d["fourier"] is True and len(d["shell_frequency"]) == 8
+
+
+def test_sums_add_save_and_load(tmp_path):
+    rng = np.random.default_rng(5)
+    a = MLF2DSums.zeros(3, 16, 2)
+    b = MLF2DSums(rng.normal(size=(3, 16, 16)), rng.random((3, 8)), rng.random(3),
+                  rng.random(3), rng.random((2, 8)), np.array([4.0, 6.0]), 1.5, -3.0, 2.0, 10)
+    total = sum([a, b, b])
+    np.testing.assert_allclose(total.ref_sum, 2 * b.ref_sum)
+    assert total.n_images == 20 and total.offset_sum == 3.0
+    total.save(tmp_path / "s.npz")
+    back = MLF2DSums.load(tmp_path / "s.npz")
+    np.testing.assert_array_equal(back.noise_sum, total.noise_sum)
+    assert back.loglik_sum == -6.0 and isinstance(back.n_images, int)
+    with pytest.raises(ValueError, match="shapes"):
+        _ = a + MLF2DSums.zeros(2, 16, 2)
+
+
+def test_settings_and_configuration():
+    with pytest.raises(ValueError, match="norm is not available with MLF2D"):
+        MLF2DSettings(norm=True)
+    with pytest.raises(ValueError, match="high_res_limit"):
+        MLF2DSettings(high_res_limit=-1)
+    cfg = {"particles": "demo", "demo": {}, "ml2d": {"fourier": True}, "significant": {}}
+    cs_config.validate(cfg, "config/schema.yaml")
+    cs_config.check(cfg)  # MLF2D is accepted
+    cfg["ml2d"]["norm"] = True
+    with pytest.raises(InputError, match="ml2d.norm: true is not available with ml2d.fourier"):
+        cs_config.check(cfg)
+
+
+def test_e_step_sums_add_up_over_chunks():
+    """Chunked E-steps give the same sums as one E-step (the workflow's chunking)."""
+    from cryosnake.mlf2d import estep
+
+    rng = np.random.default_rng(6)
+    images, ctf, groups, settings, model = _small_model(rng)
+    images = images.copy()
+    images[::2] = [mirror_ref(rotate_ref(im, 40.0)) for im in images[::2]]
+    labels = np.arange(40) % 2
+    whole = estep(images, model, settings, ctf, groups, group_labels=labels)[0]
+    parts = [estep(images[a:b], model, settings, ctf.subset(np.arange(a, b)), groups[a:b],
+                   group_labels=labels[a:b])[0] for a, b in ((0, 13), (13, 40))]
+    total = sum(parts)
+    for name in ("ref_sum", "ref_denominator", "class_weight", "noise_sum", "group_count"):
+        np.testing.assert_allclose(getattr(total, name), getattr(whole, name), rtol=1e-5,
+                                   atol=1e-6 * np.abs(getattr(whole, name)).max())
+    assert total.loglik_sum == pytest.approx(whole.loglik_sum, rel=1e-9)
