@@ -98,10 +98,17 @@ def check(config: dict) -> None:
         raise InputError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
-def check_backend(config: dict) -> str:
-    """Resolve ``compute.backend`` now, so a missing GPU stops the run before any job."""
+def check_backend(config: dict, on_this_host: bool = True) -> str:
+    """Resolve ``compute.backend`` now, so a missing GPU stops the run before any job.
+
+    ``on_this_host=False`` (jobs submitted to a cluster) accepts an explicit ``cuda`` without
+    a GPU on the submitting host: the jobs check again on their GPU node and stop with the
+    same message there.
+    """
     from cryosnake.kernels import BackendUnavailable, resolve_backend_name
 
+    if not on_this_host and config["compute"]["backend"] == "cuda":
+        return "cuda"
     try:
         return resolve_backend_name(config["compute"]["backend"])
     except BackendUnavailable as err:

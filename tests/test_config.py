@@ -104,3 +104,6 @@ def test_cuda_backend_without_gpu_is_a_clear_error(cfg, monkeypatch):
     with pytest.raises(InputError, match="compute.backend: .*no usable CUDA GPU"):
         cs_config.check_backend(set_key(cfg, "compute.backend", "cuda"))
     assert cs_config.check_backend(cfg) == "cpu"
+    # jobs sent to a cluster check on their GPU node, not on the submitting host
+    assert cs_config.check_backend(set_key(cfg, "compute.backend", "cuda"), on_this_host=False) \
+        == "cuda"

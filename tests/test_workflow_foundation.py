@@ -68,3 +68,34 @@ def test_bad_input_stops_at_import_with_the_fix(tmp_path):
     assert proc.returncode != 0
     assert "'gone.mrcs' (referenced by p.star) not found. Tried" in proc.stderr + proc.stdout
     assert not (tmp_path / "results" / "input" / "particles.star").exists()
+
+
+def test_cuda_backend_asks_each_estep_for_a_gpu(tmp_path):
+    """compute.backend: cuda puts `gpu=1` on the E-step jobs (SLURM: --gpus=1); cpu puts 0.
+
+    The dry run uses numba's CUDA simulator as the "GPU" (a dry run runs no kernel); without
+    a GPU or the simulator the same config stops at start-up with the fix.
+    """
+    import os
+
+    (tmp_path / "g.yaml").write_text("compute:\n  backend: cuda\n")
+    env = {**os.environ, "NUMBA_ENABLE_CUDASIM": "1"}
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--cores", "1"]
+    gpu = subprocess.run([*cmd, "--configfile", "g.yaml"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=600)
+    cpu = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True,
+                         timeout=600)
+
+    def estep_resources(out):
+        blocks = out.split("rule ml2d_estep:")[1:]
+        return [b.split("resources:")[1].splitlines()[0] for b in blocks]
+
+    assert gpu.returncode == 0, gpu.stderr[-2000:]
+    assert estep_resources(gpu.stdout) and all("gpu=1" in r for r in estep_resources(gpu.stdout))
+    assert estep_resources(cpu.stdout) and all("gpu=0" in r for r in estep_resources(cpu.stdout))
+    env.pop("NUMBA_ENABLE_CUDASIM")
+    env["CUDA_VISIBLE_DEVICES"] = ""  # hide any real GPU: the start-up check must stop the run
+    nogpu = subprocess.run([*cmd, "--configfile", "g.yaml"], cwd=tmp_path, env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert nogpu.returncode != 0
+    assert "no usable CUDA GPU" in nogpu.stdout + nogpu.stderr

@@ -30,6 +30,45 @@ def signal_change(old: np.ndarray, new: np.ndarray, weights: np.ndarray) -> np.n
     return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
 
 
+def class_and_mirror_fractions(model, sums, settings) -> tuple[np.ndarray, np.ndarray]:
+    """``alpha_k = (n_k + n^mir_k) / Ntot`` and ``m_k = n^mir_k / (n_k + n^mir_k)`` (§1.9).
+
+    ``fix_fractions`` keeps the model's (unless the number of classes changed); without
+    mirrors ``m_k = 0``; an empty class gets ``m_k = 0.5``. Shared by ML2D and MLF2D.
+    """
+    K = sums.n_classes
+    weights = sums.class_weight + sums.mirror_weight
+    ntot = float(weights.sum())
+    if settings.fix_fractions and K == model.n_classes:
+        return model.class_fractions.copy(), model.mirror_fractions.copy()
+    alpha = weights / ntot if ntot > 0 else np.full(K, 1.0 / K)
+    if not settings.mirror:
+        return alpha, np.zeros(K)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return alpha, np.where(weights > 0, sums.mirror_weight / weights, 0.5)
+
+
+def offset_std(model, sums, settings) -> float:
+    """``xi = sqrt(sum E_off / (2 Ntot))`` (§1.9; the model's with ``fix_sigma_offset``)."""
+    ntot = float((sums.class_weight + sums.mirror_weight).sum())
+    if settings.fix_sigma_offset or ntot <= 0:
+        return model.sigma_offset
+    return math.sqrt(sums.offset_sum / (2.0 * ntot))
+
+
+def convergence(model, refs: np.ndarray, weights: np.ndarray, settings) -> tuple[np.ndarray, bool]:
+    """``(1000 delta_k, converged)`` of the new references (§1.10): converged when every
+    defined ``delta_k < eps``; never at iteration 0 or when the number of classes changes."""
+    if refs.shape[0] == model.n_classes and model.iteration + 1 > 0:
+        delta = signal_change(model.references, refs, weights)
+        defined = np.isfinite(delta)
+        converged = bool(defined.any() and np.all(delta[defined] < settings.eps))
+    else:
+        delta = np.full(refs.shape[0], np.nan)
+        converged = False
+    return 1000.0 * delta, converged
+
+
 def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
     """New model from the summed statistics of all chunks (§1.8-§1.10).
 
@@ -44,7 +83,6 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
 
     References are rounded to float32 so that saving and re-loading the model is lossless.
     """
-    K = sums.n_classes
     D = sums.image_size**2
     weights = sums.class_weight + sums.mirror_weight
     ntot = float(weights.sum())
@@ -55,42 +93,21 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
         refs *= scale_mean
     refs = refs.astype(np.float32).astype(np.float64)
 
-    same_classes = K == model.n_classes
-    if settings.fix_fractions and same_classes:
-        alpha = model.class_fractions.copy()
-        mfrac = model.mirror_fractions.copy()
-    else:
-        alpha = weights / ntot if ntot > 0 else np.full(K, 1.0 / K)
-        if settings.mirror:
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mfrac = np.where(weights > 0, sums.mirror_weight / weights, 0.5)
-        else:
-            mfrac = np.zeros(K)
+    alpha, mfrac = class_and_mirror_fractions(model, sums, settings)
     sigma_noise = model.sigma_noise
     if not settings.fix_sigma_noise and ntot > 0:
         sigma_noise = math.sqrt(sums.noise_sum / (ntot * D))
-    sigma_offset = model.sigma_offset
-    if not settings.fix_sigma_offset and ntot > 0:
-        sigma_offset = math.sqrt(sums.offset_sum / (2.0 * ntot))
-
-    iteration = model.iteration + 1
-    if same_classes and iteration > 0:
-        delta = signal_change(model.references, refs, weights)
-        defined = np.isfinite(delta)
-        converged = bool(defined.any() and np.all(delta[defined] < settings.eps))
-    else:
-        delta = np.full(K, np.nan)
-        converged = False
+    change, converged = convergence(model, refs, weights, settings)
     return ML2DModel(
         references=refs,
         class_fractions=alpha,
         mirror_fractions=mfrac,
         sigma_noise=sigma_noise,
-        sigma_offset=sigma_offset,
-        iteration=iteration,
+        sigma_offset=offset_std(model, sums, settings),
+        iteration=model.iteration + 1,
         loglik=sums.loglik_sum,
         ave_pmax=sums.pmax_sum / ntot if ntot > 0 else float("nan"),
-        signal_change=1000.0 * delta,
+        signal_change=change,
         converged=converged,
         class_weights=weights,
         norm_scale_mean=scale_mean,

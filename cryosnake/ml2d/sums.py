@@ -16,7 +16,16 @@ from cryosnake.atomic import save_npz
 
 class AdditiveStats:
     """Mixin for dataclasses of additive statistics: ``a + b`` field by field, ``sum([...])``,
-    and ``.npz`` save/load (0-d arrays come back as Python scalars)."""
+    and ``.npz`` save/load (0-d arrays come back as Python scalars). The dataclass has a
+    ``ref_sum`` field ``[K, ..., N]`` (``K`` classes, ``N x N`` images)."""
+
+    @property
+    def n_classes(self) -> int:
+        return int(self.ref_sum.shape[0])
+
+    @property
+    def image_size(self) -> int:
+        return int(self.ref_sum.shape[-1])
 
     def __add__(self, other):
         if type(other) is not type(self):
@@ -71,14 +80,6 @@ class Sums(AdditiveStats):
     pmax_sum: float
     scale_sum: float
     n_images: int
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.ref_sum.shape[0])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.ref_sum.shape[-1])
 
     @classmethod
     def zeros(cls, n_classes: int, n: int) -> Sums:

@@ -16,7 +16,10 @@ search disc enter through ``Q_k[(v, j), k] = conj(B^_kj(k)) exp(2 pi i k.v / N)`
 ``(F_f k).v = k.(F_f^T v)`` and the disc is invariant under the flips, flip ``f`` uses the
 columns of ``Q_k`` at the permuted offsets ``F_f^T v``. So every cross term of a batch is one
 real matrix product per class, ``[Re Z | Im Z] @ [Re Q_k ; -Im Q_k]``, on the points inside
-the resolution limit only.
+the resolution limit only. These products, the energies ``E`` and those of the sufficient
+statistics run through the backend's ``batched_matmul`` (cuBLAS with the cuda backend); the
+operators ``Q_k`` and the reference powers are backend handles (``device_operand``), uploaded
+once per call.
 
 Translations (limited search, §2.7, Decisions): per image, class and mirror family a stored
 physical offset ``t_ikmu``; the searched offsets are ``u = t + v``, ``|v| <= search_shift``.
@@ -99,6 +102,11 @@ class _Context:
             factor = np.where(energy > 0, np.sqrt(energy[:, :1] / energy), 0.0)
         self.bhat = bhat * factor[:, :, None]
         self.bpow = np.abs(self.bhat) ** 2  # [K, n_psi, Np]
+        # backend handles: |B^|^2 transposed on the P points [P, K n_psi], and per class [K]
+        # of [n_psi, Np]
+        self.bpow_t = backend.device_operand(
+            self.bpow[:, :, : self.P].reshape(self.K * self.n_psi, self.P).T)
+        self.bpow_k = [backend.device_operand(b) for b in self.bpow]
         self._operators: dict = {}
         # priors: class x mirror family per flip, and the offset prior's normalisation
         self.log_prior_kf = hypothesis_log_priors(model, self.F)
@@ -120,17 +128,18 @@ class _Context:
             return np.where(r2 == 0, 0.0, -np.inf)
         return -r2 / (2.0 * self.xi**2) - self.log_norm
 
-    def operator(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+    def operator(self, k: int) -> tuple:
         """``(Re, Im)`` of ``Q_k[p, (v, j)] = conj(B^_kj(p)) exp(2 pi i k_p.v / N)`` on the
-        ``P`` points: ``[P, V n_psi]`` each (``dtype``; the ``v = 0`` columns first; cached
-        while the operators of all classes fit in ``work_elements``)."""
+        ``P`` points: ``[P, V n_psi]`` each (``dtype``; the ``v = 0`` columns first), as
+        backend handles (``device_operand``); cached while the operators of all classes fit in
+        ``work_elements``."""
         q = self._operators.get(k)
         if q is None:
             P = self.P
             q = (np.conj(self.bhat[k, None, :, :P]) * self.vphase[:, None, :P]).reshape(-1, P)
-            q = (np.ascontiguousarray(q.real.T, self.dtype),
-                 np.ascontiguousarray(q.imag.T, self.dtype))
-            if 2 * q[0].size * self.K <= self.settings.work_elements:
+            q = tuple(self.backend.device_operand(np.ascontiguousarray(part.T, self.dtype))
+                      for part in (q.real, q.imag))
+            if 2 * math.prod(q[0].shape) * self.K <= self.settings.work_elements:
                 self._operators[k] = q
         return q
 
@@ -264,13 +273,14 @@ def estep(
 
 def _cross(ctx: _Context, zr, zi, kk, n_offsets: int) -> np.ndarray:
     """``Re sum_P Z_t conj(B^_kj) exp(2 pi i k.v / N)`` for the first ``n_offsets`` offsets
-    of the disc, in the frame of flip 0: ``[nt, n_offsets, n_psi]`` (one product per class)."""
-    P, ncol = ctx.P, n_offsets * ctx.n_psi
+    of the disc, in the frame of flip 0: ``[nt, n_offsets, n_psi]`` (two real products per
+    class, ``Re Z Re Q_k - Im Z Im Q_k``)."""
+    P, ncol, mm = ctx.P, n_offsets * ctx.n_psi, ctx.backend.batched_matmul
     cross = np.empty((len(kk), n_offsets, ctx.n_psi), dtype=zr.dtype)
     for k in np.unique(kk):
         sel = np.flatnonzero(kk == k)
         qr, qi = ctx.operator(k)
-        cross[sel] = (zr[sel, :P] @ qr[:, :ncol] - zi[sel, :P] @ qi[:, :ncol]).reshape(
+        cross[sel] = (mm(zr[sel, :P], qr[:, :ncol]) - mm(zi[sel, :P], qi[:, :ncol])).reshape(
             len(sel), n_offsets, ctx.n_psi)
     return cross
 
@@ -287,8 +297,8 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     inv_s2 = ctx.inv_s2[groups]  # [m, Np]
     cw = c * inv_s2[:, None, :]
     X2w = (np.abs(xp[:, :P]) ** 2 * inv_s2[:, :P]).sum(axis=1)
-    E = ((c[:, :, :P] ** 2 * inv_s2[:, None, :P]).reshape(m * F, P)
-         @ ctx.bpow[:, :, :P].reshape(K * n_psi, P).T).reshape(m, F, K, n_psi)
+    E = ctx.backend.batched_matmul((c[:, :, :P] ** 2 * inv_s2[:, None, :P]).reshape(m * F, P),
+                                   ctx.bpow_t).reshape(m, F, K, n_psi)
 
     # stage 1: every active (k, f) at its stored offset (v = 0)
     ii, kk, ff = np.nonzero(np.broadcast_to(np.isfinite(ctx.log_prior_kf)[None], (m, K, F)))
@@ -380,7 +390,7 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     ``(g, k)``; their cross term is then ``sigma_g^2 Re sum_j conj(B^_k'j) F_gkj`` (``k'`` the
     reference the triples were compared with), a contraction per ``(g, k)``.
     """
-    Np, V, n_psi = ctx.pts.n_points, ctx.V, ctx.n_psi
+    Np, V, n_psi, be = ctx.pts.n_points, ctx.V, ctx.n_psi, ctx.backend
     gp = gamma[live].reshape(len(live), V * n_psi).astype(ctx.dtype)
     zr, zi, tg, kk, ff, ii, k_out = (a[live] for a in (zr, zi, trip_group, kk, ff, ii, k_out))
     key = tg * acc["num"].shape[0] + k_out
@@ -394,14 +404,15 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
         cols = np.flatnonzero(w.any(axis=0))  # hypotheses (v, j) with any weight
         w = w[:, cols].T
         a_vj = np.zeros((V * n_psi, Np), dtype=complex)
-        a_vj[cols] = (w @ zr[sel]) + 1j * (w @ zi[sel])
+        w = be.device_operand(w)  # one upload for both products
+        a_vj[cols] = be.batched_matmul(w, zr[sel]) + 1j * be.batched_matmul(w, zi[sel])
         num = np.einsum("vp,vjp->jp", ctx.vphase, a_vj.reshape(V, n_psi, Np))
         acc["num"][k] += num
         cross[g] += np.real(np.conj(ctx.bhat[k_ref]) * num).sum(axis=0)
     energy = np.empty((len(live), Np))
     for k in np.unique(kk):
         sel = np.flatnonzero(kk == k)
-        energy[sel] = wsum[live[sel]] @ ctx.bpow[k]  # sum_j wsum |B^_kj|^2
+        energy[sel] = be.batched_matmul(wsum[live[sel]], ctx.bpow_k[k])  # sum_j wsum |B^_kj|^2
     noise = acc["noise"][:, : ctx.L]
     np.add.at(noise, tg, (energy * c[ii, ff] ** 2) @ ctx.onehot)
     # Z carries CTF / sigma^2: restore sigma^2 (constant within a shell)

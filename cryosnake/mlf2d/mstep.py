@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from cryosnake.ml2d.mstep import signal_change
+from cryosnake.ml2d.mstep import class_and_mirror_fractions, convergence, offset_std
 
 from .fourier import independent_points, scatter_points, shell_counts, shell_of
 from .model import MLF2DModel
@@ -62,37 +60,19 @@ def mstep(model: MLF2DModel, sums: MLF2DSums, settings: MLF2DSettings) -> MLF2DM
     ssnr[:, :L] = ssnr_used
 
     ntot = float(weights.sum())
-    same_classes = K == model.n_classes
-    if settings.fix_fractions and same_classes:
-        alpha, mfrac = model.class_fractions.copy(), model.mirror_fractions.copy()
-    else:
-        alpha = weights / ntot if ntot > 0 else np.full(K, 1.0 / K)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mfrac = (np.where(weights > 0, sums.mirror_weight / weights, 0.5) if settings.mirror
-                     else np.zeros(K))
-    sigma_offset = model.sigma_offset
-    if not settings.fix_sigma_offset and ntot > 0:
-        sigma_offset = math.sqrt(sums.offset_sum / (2.0 * ntot))
+    alpha, mfrac = class_and_mirror_fractions(model, sums, settings)
     noise = model.noise_spectra if settings.fix_sigma_noise else update_noise(model, sums)
-
-    iteration = model.iteration + 1
-    if same_classes and iteration > 0:
-        delta = signal_change(model.references, refs, weights)
-        defined = np.isfinite(delta)
-        converged = bool(defined.any() and np.all(delta[defined] < settings.eps))
-    else:
-        delta = np.full(K, np.nan)
-        converged = False
+    change, converged = convergence(model, refs, weights, settings)
     new = MLF2DModel(
         references=refs,
         class_fractions=alpha,
         mirror_fractions=mfrac,
         sigma_noise=0.0,
-        sigma_offset=sigma_offset,
-        iteration=iteration,
+        sigma_offset=offset_std(model, sums, settings),
+        iteration=model.iteration + 1,
         loglik=sums.loglik_sum,
         ave_pmax=sums.pmax_sum / ntot if ntot > 0 else float("nan"),
-        signal_change=1000.0 * delta,
+        signal_change=change,
         converged=converged,
         class_weights=weights,
         n_images=sums.n_images,

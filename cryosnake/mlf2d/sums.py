@@ -42,14 +42,6 @@ class MLF2DSums(AdditiveStats):
     pmax_sum: float
     n_images: int
 
-    @property
-    def n_classes(self) -> int:
-        return int(self.ref_sum.shape[0])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.ref_sum.shape[-1])
-
     @classmethod
     def zeros(cls, n_classes: int, n: int, n_groups: int) -> MLF2DSums:
         L = n // 2

@@ -20,7 +20,8 @@ Search (batched, no Python loop over image x direction pairs):
    gives a shift; the best one is the image's centre ``o_i``.
 2. *All pairs* (``rounds`` times): for a 3 x 3 grid of shifts ``o_i + h (a, b)`` (``h = 1`` px)
    the Fourier coefficients along the ring angle of all image x shift x direction
-   correlations come from one batched complex matrix product per image block; the maximum over
+   correlations come from one batched complex matrix product per image block (kernel
+   ``batched_matmul``, the gallery operand uploaded once per call); the maximum over
    a coarse ``psi`` grid (5.6 degrees, central shift) is refined by Newton steps on the exact
    trigonometric polynomial, re-refined at the best of the 9 shifts when that is not the
    centre, and the shift comes from a quadratic fit over the 3 x 3 grid (kernel
@@ -98,12 +99,14 @@ def make_polar_grid(n: int, lowpass: float = GALLERY_LOWPASS, n_phi: int | None 
     return PolarGrid(n=n, radii=np.arange(1, R + 1, dtype=np.float64), n_phi=int(n_phi))
 
 
-def images_polar(images, grid: PolarGrid, block: int = 32) -> np.ndarray:
+def images_polar(images, grid: PolarGrid, block: int = 32, backend="cpu") -> np.ndarray:
     """Exact DFT of ``images`` (``[n, N, N]``, centre ``N // 2``) at the ring points.
 
     ``I^(k) = sum_{y, x} I[y, x] exp(-2 pi i (kx (x - c) + ky (y - c)) / N)``; returns
-    ``(n, R, n_phi)`` complex64. Separable: a matrix product over x, then a sum over y.
+    ``(n, R, n_phi)`` complex64. Separable: a matrix product over x (``block`` images per
+    ``batched_matmul`` of the backend), then a sum over y.
     """
+    kern = get_backend(backend) if isinstance(backend, str) else backend
     images = np.asarray(images, dtype=np.float32)
     n_img, n, _ = images.shape
     c = n // 2
@@ -112,9 +115,10 @@ def images_polar(images, grid: PolarGrid, block: int = 32) -> np.ndarray:
     ex = np.exp(-2j * np.pi * np.outer(pos, k[:, 0]) / n).astype(np.complex64)  # (x, p)
     ey = np.exp(-2j * np.pi * np.outer(pos, k[:, 1]) / n).astype(np.complex64)  # (y, p)
     out = np.empty((n_img, len(k)), dtype=np.complex64)
+    ex = kern.device_operand(ex)  # reused by every block
     for s in range(0, n_img, block):
         blk = images[s:s + block].astype(np.complex64)
-        rows = blk @ ex  # (b, y, p)
+        rows = kern.batched_matmul(blk, ex)  # (b, y, p)
         out[s:s + block] = np.einsum("byp,yp->bp", rows, ey)
     return out.reshape(n_img, len(grid.radii), grid.n_phi)
 
@@ -159,7 +163,7 @@ def _global_centres(images, img_ps, gal_ps, vft: VolumeFT, rot, tilt, grid: Pola
     Fg = scipy.fft.fft(gal_ps.astype(np.complex64), axis=-1)[..., 1:M + 1]
     A = _flush(np.ascontiguousarray(Fi.transpose(2, 0, 1)).astype(np.complex64))  # (M, n_img, R)
     B = _flush(np.ascontiguousarray(np.conj(Fg).transpose(2, 1, 0)))  # (M, R, n_dir)
-    C = A @ B  # (M, n_img, n_dir)
+    C = backend.batched_matmul(A, B)  # (M, n_img, n_dir)
     X = np.zeros((M + 1,) + C.shape[1:], dtype=np.complex64)
     X[1:] = np.conj(C)
     n_c = 4 * M
@@ -246,7 +250,7 @@ def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_s
     grid = grid or make_polar_grid(n)
     w = grid.ring_weights
     gauss = grid.gauss
-    Ipol = images_polar(images, grid)  # (n_img, R, n_phi)
+    Ipol = images_polar(images, grid, backend=kern)  # (n_img, R, n_phi)
     Gpol = project_polar(vft, rot, tilt, grid.radii, grid.n_phi, backend=kern)
     # energies over the band (rotation and shift invariant)
     e_img = np.einsum("r,irl->i", w, np.abs(Ipol) ** 2)
@@ -261,6 +265,9 @@ def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_s
     Bc = _flush(np.ascontiguousarray(np.conj(FG * w32).transpose(2, 1, 0)))
     Bd = (_flush(np.ascontiguousarray(np.conj(FG * (w32 * gauss.astype(np.float32)[None, :, None]))
                                       .transpose(2, 1, 0))) if imed else None)
+    # handles reused by every block (on the device with the cuda backend)
+    Bc = kern.device_operand(Bc)
+    Bd = kern.device_operand(Bd) if imed else None
     side = 3
     offs = (np.stack(np.meshgrid(np.arange(side) - 1, np.arange(side) - 1, indexing="ij"),
                      axis=-1).reshape(-1, 2)[:, ::-1] * shift_step)  # t = ty*3 + tx -> (ox, oy)
@@ -285,8 +292,9 @@ def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_s
             FJ = scipy.fft.fft(J, axis=-1, workers=workers)[..., :n_m]
             FJ = FJ.reshape(len(idx) * side * side, len(grid.radii), n_m)
             A = _flush(np.ascontiguousarray(FJ.transpose(2, 0, 1)))  # (n_m, rows, R)
-            C = A @ Bc  # (n_m, rows, n_dir)
-            D = A @ Bd if imed else empty
+            A = kern.device_operand(A)  # one upload for C and D
+            C = kern.batched_matmul(A, Bc)  # (n_m, rows, n_dir)
+            D = kern.batched_matmul(A, Bd) if imed else empty
             X = np.conj(C[:m_c + 1, side * side // 2::side * side])  # central shift only
             coarse = scipy.fft.irfft(X, n=n_c, axis=0, workers=workers)
             p, dx, dy, cv, dv = kern.refine_rotational_peaks(C, D, coarse, side, grid.n_phi, 3)

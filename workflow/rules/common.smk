@@ -11,7 +11,8 @@ from cryosnake.pipeline.data import count_particles
 try:
     cs_config.validate(config, Path(workflow.basedir) / "config" / "schema.yaml")
     cs_config.check(config)
-    BACKEND = cs_config.check_backend(config)
+    # on a cluster the GPU is on the compute nodes, not necessarily on the submitting host
+    BACKEND = cs_config.check_backend(config, on_this_host=workflow.local_exec)
 except InputError as err:
     raise WorkflowError(f"cryosnake: {err}")
 
@@ -19,6 +20,10 @@ OUT = config["outdir"]
 ENVS = Path(workflow.basedir) / "envs"
 THREADS = config["compute"]["threads"]
 CHUNK_SIZE = config["compute"]["chunk_size"]
+# GPUs per job for the rules that run kernels (E-steps, Significant's start and iterations):
+# the `gpu` resource schedules them on GPU nodes (SLURM: --gpus) and, locally, limits how
+# many run at once with `--resources gpu=N`.
+GPUS = 1 if BACKEND == "cuda" else 0
 
 
 def _n_particles():

@@ -46,6 +46,7 @@ rule ml2d_estep:
         f"{OUT}/benchmarks/ml2d/estep_{{iter}}_{{chunk}}.tsv"
     threads: THREADS
     resources:
+        gpu=GPUS,
         mem_mb=estep_mem_mb,
         runtime=240,
     conda:

@@ -36,6 +36,7 @@ rule significant_start:
         f"{OUT}/benchmarks/significant_start.tsv"
     threads: THREADS
     resources:
+        gpu=GPUS,
         mem_mb=4000,
         runtime=30,
     conda:
@@ -61,6 +62,7 @@ rule significant_iteration:
         f"{OUT}/benchmarks/significant/iter_{{iter}}.tsv"
     threads: THREADS
     resources:
+        gpu=GPUS,
         mem_mb=6000,
         runtime=120,
     conda:

@@ -7,10 +7,13 @@ Each submodule owns one family of kernels and lists them in its ``__all__``:
 * ``mlf2d``  - the MLF2D E-step inner loops (transformed Fourier rows, posteriors)
 * ``volume`` - 3D Fourier projection (central slices) and weighted Fourier insertion
 * ``align``  - gallery alignment for Reconstruct Significant
+* ``linalg`` - dense (batched) matrix products (Significant's ring correlations, MLF2D's
+  per-class products)
 """
 
 from .align import *  # noqa: F401,F403
 from .image import *  # noqa: F401,F403
+from .linalg import *  # noqa: F401,F403
 from .ml2d import *  # noqa: F401,F403
 from .mlf2d import *  # noqa: F401,F403
 from .volume import *  # noqa: F401,F403
