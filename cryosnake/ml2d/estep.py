@@ -25,6 +25,7 @@ whatever the chunk size; the large per-sub-batch buffers are reused.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -48,6 +49,57 @@ from .state import INVALID_OFFSET, ParticleState
 from .sums import Sums
 
 _PRESELECT_BATCH = 128  # images per fast-mode pre-selection batch
+
+
+@dataclass
+class _Totals:
+    """What an E-step accumulates over its sub-batches: per-image results (``per_image``, dict
+    of ``[n]`` arrays), the new stored offsets ``[n, K_out, 2, 2]``, the ``S_kj`` sums by direct
+    shifts (``acc_direct`` ``[K_out n_psi, N, N]``) and by weight windows (``acc_win``), and
+    the per-class weights, mirror weights, reference denominators and norm backgrounds."""
+
+    per_image: dict
+    new_offsets: np.ndarray
+    acc_direct: np.ndarray
+    acc_win: np.ndarray
+    class_w: np.ndarray
+    mirror_w: np.ndarray
+    ref_den: np.ndarray
+    ref_bg: np.ndarray
+
+    @classmethod
+    def zeros(cls, n, n_keys, N, k_out, backend, scale, bg) -> _Totals:
+        per_image = {name: np.zeros(n, np.int64)
+                     for name in ("best_k", "best_j", "best_f", "best_sx", "best_sy")}
+        per_image.update({name: np.zeros(n) for name in ("pmax", "logsum", "noise", "offset")})
+        per_image.update(s_new=scale.copy(), b_new=bg.copy())
+        return cls(per_image, np.full((n, k_out, 2, 2), INVALID_OFFSET, dtype=np.int32),
+                   np.zeros((n_keys, N, N)), backend.ml2d_window_accumulator(n_keys, N),
+                   np.zeros(k_out), np.zeros(k_out), np.zeros(k_out), np.zeros(k_out))
+
+
+def output_classes(images, n: int, state: ParticleState, n_model_classes: int,
+                   group_labels, n_classes: int) -> tuple[np.ndarray | None, int]:
+    """Check a chunk against the model and return ``(group_labels, K_out)`` (ML2D and MLF2D).
+
+    ``images`` must be ``n x n``, ``state`` for these particles and the model's classes; with
+    ``group_labels`` (iteration 0 of "generate classes") the statistics go to ``n_classes``
+    output classes, otherwise to the model's ``n_model_classes``.
+    """
+    m = int(images.shape[0])
+    if images.shape[1:] != (n, n):
+        raise ValueError(f"images are {images.shape[1:]}, the model's references {(n, n)}")
+    if state.n_particles != m or state.n_classes != n_model_classes:
+        raise ValueError(
+            f"state is for {state.n_particles} particles x {state.n_classes} classes, "
+            f"the E-step has {m} particles x {n_model_classes} classes"
+        )
+    if group_labels is None:
+        return None, n_model_classes
+    group_labels = np.asarray(group_labels, dtype=np.int64).reshape(m)
+    if m and (group_labels.min() < 0 or group_labels.max() >= n_classes):
+        raise ValueError(f"group_labels must lie in 0..{n_classes - 1}")
+    return group_labels, int(n_classes)
 
 
 def hypothesis_log_priors(model: ML2DModel, n_flips: int) -> np.ndarray:
@@ -208,22 +260,10 @@ def estep(
     n = int(images.shape[0])
     ctx = _Context(model, settings, backend)
     N, D, K, n_psi, F = ctx.n, ctx.D, ctx.K, ctx.n_psi, ctx.F
-    if images.shape[1:] != (N, N):
-        raise ValueError(f"images are {images.shape[1:]}, the model's references {(N, N)}")
     if state is None:
         state = ParticleState.initial(n, K, settings)
-    if state.n_particles != n or state.n_classes != K:
-        raise ValueError(
-            f"state is for {state.n_particles} particles x {state.n_classes} classes, "
-            f"the E-step has {n} particles x {K} classes"
-        )
-    if group_labels is not None:
-        group_labels = np.asarray(group_labels, dtype=np.int64).reshape(n)
-        k_out_total = int(settings.n_classes)
-        if n and (group_labels.min() < 0 or group_labels.max() >= k_out_total):
-            raise ValueError(f"group_labels must lie in 0..{k_out_total - 1}")
-    else:
-        k_out_total = K
+    group_labels, k_out_total = output_classes(images, N, state, K, group_labels,
+                                               settings.n_classes)
 
     if settings.norm:
         scale_all = state.norm_scale / float(model.norm_scale_mean)
@@ -232,26 +272,8 @@ def estep(
         scale_all = np.ones(n)
         bg_all = np.zeros(n)
 
-    acc_direct = np.zeros((k_out_total * n_psi, N, N))
-    acc_win = backend.ml2d_window_accumulator(k_out_total * n_psi, N)
-    class_w = np.zeros(k_out_total)
-    mirror_w = np.zeros(k_out_total)
-    ref_den = np.zeros(k_out_total)
-    ref_bg = np.zeros(k_out_total)
-    out = {
-        "best_k": np.zeros(n, np.int64),
-        "best_j": np.zeros(n, np.int64),
-        "best_f": np.zeros(n, np.int64),
-        "best_sx": np.zeros(n, np.int64),
-        "best_sy": np.zeros(n, np.int64),
-        "pmax": np.zeros(n),
-        "logsum": np.zeros(n),
-        "noise": np.zeros(n),
-        "offset": np.zeros(n),
-        "s_new": scale_all.copy(),
-        "b_new": bg_all.copy(),
-    }
-    new_offsets = np.full((n, k_out_total, 2, 2), INVALID_OFFSET, dtype=np.int32)
+    tot = _Totals.zeros(n, k_out_total * n_psi, N, k_out_total, backend, scale_all, bg_all)
+    out = tot.per_image
     blocks_per_image = K * n_psi * F
 
     for i0 in range(0, n, _PRESELECT_BATCH):
@@ -272,40 +294,22 @@ def estep(
             while u1 < i1 - i0 and total + counts[u1] <= settings.max_blocks:
                 total += counts[u1]
                 u1 += 1
-            _subbatch(
-                ctx,
-                X[u0:u1],
-                X2p[u0:u1],
-                Xsum[u0:u1],
-                scale[u0:u1],
-                bg[u0:u1],
-                sig[u0:u1],
-                i0 + u0,
-                group_labels,
-                out,
-                new_offsets,
-                acc_direct,
-                acc_win,
-                class_w,
-                mirror_w,
-                ref_den,
-                ref_bg,
-                debug,
-            )
+            _subbatch(ctx, X[u0:u1], X2p[u0:u1], Xsum[u0:u1], scale[u0:u1], bg[u0:u1],
+                      sig[u0:u1], i0 + u0, group_labels, tot, debug)
             u0 = u1
 
     # S_kj in real space, then M_k = sum_j MaskFill(Rot_{+psi_j}[S_kj]) (§1.8)
-    S = acc_direct + backend.ml2d_window_sums(acc_win, ctx.w)
+    S = tot.acc_direct + backend.ml2d_window_sums(tot.acc_win, ctx.w)
     ref_sum = back_rotate_sums(S.reshape(k_out_total, n_psi, N, N), ctx.psi_deg, backend)
     if settings.norm:
-        ref_sum -= ref_bg[:, None, None]
+        ref_sum -= tot.ref_bg[:, None, None]
 
     loglik = out["logsum"] - D * math.log(math.sqrt(2.0 * math.pi * ctx.sigma2))
     sums = Sums(
         ref_sum=ref_sum,
-        ref_denominator=ref_den,
-        class_weight=class_w,
-        mirror_weight=mirror_w,
+        ref_denominator=tot.ref_den,
+        class_weight=tot.class_w,
+        mirror_weight=tot.mirror_w,
         noise_sum=float(out["noise"].sum()),
         offset_sum=float(out["offset"].sum()),
         loglik_sum=float(loglik.sum()),
@@ -330,7 +334,7 @@ def estep(
         "background": out["b_new"],
     }
     new_state = ParticleState(
-        offsets=new_offsets, norm_scale=out["s_new"].copy(), background=out["b_new"].copy()
+        offsets=tot.new_offsets, norm_scale=out["s_new"].copy(), background=out["b_new"].copy()
     )
     if not settings.norm:
         new_state.norm_scale[:] = 1.0
@@ -338,27 +342,10 @@ def estep(
     return sums, assignments, new_state
 
 
-def _subbatch(
-    ctx: _Context,
-    X,
-    X2p,
-    Xsum,
-    scale,
-    bg,
-    sig,
-    first,
-    group_labels,
-    out,
-    new_offsets,
-    acc_direct,
-    acc_win,
-    class_w,
-    mirror_w,
-    ref_den,
-    ref_bg,
-    debug=None,
-) -> None:
-    """E-step of a few images whose significant blocks fit in ``max_blocks`` (in place)."""
+def _subbatch(ctx: _Context, X, X2p, Xsum, scale, bg, sig, first, group_labels, tot: _Totals,
+              debug=None) -> None:
+    """E-step of a few images whose significant blocks fit in ``max_blocks`` (adds to ``tot``)."""
+    out, new_offsets = tot.per_image, tot.new_offsets
     be = ctx.backend
     st = ctx.settings
     N, F, n_psi, w = ctx.n, ctx.F, ctx.n_psi, ctx.w
@@ -438,14 +425,14 @@ def _subbatch(
     # class / mirror weights and reference denominators (§1.6.3, §1.8)
     k_out = kk if group_labels is None else group_labels[first + ii]
     mu = ff >= 4
-    K_out = class_w.shape[0]
-    class_w += np.bincount(k_out[~mu], wsum[~mu], minlength=K_out)
-    mirror_w += np.bincount(k_out[mu], wsum[mu], minlength=K_out)
+    K_out = tot.class_w.shape[0]
+    tot.class_w += np.bincount(k_out[~mu], wsum[~mu], minlength=K_out)
+    tot.mirror_w += np.bincount(k_out[mu], wsum[mu], minlength=K_out)
     if st.norm:
-        ref_den += np.bincount(k_out, wsum * s_new[ii] ** 2, minlength=K_out)
-        ref_bg += np.bincount(k_out, wsum * s_new[ii] * b_new[ii], minlength=K_out)
+        tot.ref_den += np.bincount(k_out, wsum * s_new[ii] ** 2, minlength=K_out)
+        tot.ref_bg += np.bincount(k_out, wsum * s_new[ii] * b_new[ii], minlength=K_out)
     else:
-        ref_den += np.bincount(k_out, wsum, minlength=K_out)
+        tot.ref_den += np.bincount(k_out, wsum, minlength=K_out)
 
     # S_kj += sum_{f,s} s_i gamma (G_f X)(. + s): direct shifts or FFT of the weight map (§1.7)
     # (rows of the compact gamma: the blocks in ``kept``)
@@ -456,11 +443,13 @@ def _subbatch(
     spectral = np.flatnonzero(cnt > st.direct_max_entries)
     if direct.size:
         b = kept[direct]
-        be.ml2d_accumulate_direct(acc_direct, Xf, gamma[direct], key[b], blk_x[b], blk_scale[b], w)
+        be.ml2d_accumulate_direct(
+            tot.acc_direct, Xf, gamma[direct], key[b], blk_x[b], blk_scale[b], w
+        )
     if spectral.size:
         b = kept[spectral]
         be.ml2d_accumulate_windows(
-            acc_win, gamma, xops, key[b], blk_x[b], blk_scale[b], w, gamma_rows=spectral
+            tot.acc_win, gamma, xops, key[b], blk_x[b], blk_scale[b], w, gamma_rows=spectral
         )
 
     # fast mode: optimal physical offset per (class, mirror) among the computed blocks (§1.12)

@@ -30,7 +30,7 @@ def signal_change(old: np.ndarray, new: np.ndarray, weights: np.ndarray) -> np.n
     return np.where(ok, num / np.where(ok, den, 1.0), np.nan)
 
 
-def class_and_mirror_fractions(model, sums, settings) -> tuple[np.ndarray, np.ndarray]:
+def _class_and_mirror_fractions(model, sums, settings) -> tuple[np.ndarray, np.ndarray]:
     """``alpha_k = (n_k + n^mir_k) / Ntot`` and ``m_k = n^mir_k / (n_k + n^mir_k)`` (§1.9).
 
     ``fix_fractions`` keeps the model's (unless the number of classes changed); without
@@ -48,7 +48,30 @@ def class_and_mirror_fractions(model, sums, settings) -> tuple[np.ndarray, np.nd
         return alpha, np.where(weights > 0, sums.mirror_weight / weights, 0.5)
 
 
-def offset_std(model, sums, settings) -> float:
+def updated_fields(model, sums, settings, refs: np.ndarray) -> dict:
+    """The model fields that ML2D and MLF2D update alike, as keyword arguments of the new model:
+    references ``refs``, ``alpha_k``, ``m_k``, ``xi``, the iteration number, LL, <Pmax>,
+    ``1000 delta_k``, convergence, class weights and the number of images (§1.9, §1.10)."""
+    weights = sums.class_weight + sums.mirror_weight
+    ntot = float(weights.sum())
+    alpha, mfrac = _class_and_mirror_fractions(model, sums, settings)
+    change, converged = _convergence(model, refs, weights, settings)
+    return dict(
+        references=refs,
+        class_fractions=alpha,
+        mirror_fractions=mfrac,
+        sigma_offset=_offset_std(model, sums, settings),
+        iteration=model.iteration + 1,
+        loglik=sums.loglik_sum,
+        ave_pmax=sums.pmax_sum / ntot if ntot > 0 else float("nan"),
+        signal_change=change,
+        converged=converged,
+        class_weights=weights,
+        n_images=sums.n_images,
+    )
+
+
+def _offset_std(model, sums, settings) -> float:
     """``xi = sqrt(sum E_off / (2 Ntot))`` (§1.9; the model's with ``fix_sigma_offset``)."""
     ntot = float((sums.class_weight + sums.mirror_weight).sum())
     if settings.fix_sigma_offset or ntot <= 0:
@@ -56,7 +79,7 @@ def offset_std(model, sums, settings) -> float:
     return math.sqrt(sums.offset_sum / (2.0 * ntot))
 
 
-def convergence(model, refs: np.ndarray, weights: np.ndarray, settings) -> tuple[np.ndarray, bool]:
+def _convergence(model, refs: np.ndarray, weights: np.ndarray, settings) -> tuple[np.ndarray, bool]:
     """``(1000 delta_k, converged)`` of the new references (§1.10): converged when every
     defined ``delta_k < eps``; never at iteration 0 or when the number of classes changes."""
     if refs.shape[0] == model.n_classes and model.iteration + 1 > 0:
@@ -84,8 +107,7 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
     References are rounded to float32 so that saving and re-loading the model is lossless.
     """
     D = sums.image_size**2
-    weights = sums.class_weight + sums.mirror_weight
-    ntot = float(weights.sum())
+    ntot = float((sums.class_weight + sums.mirror_weight).sum())
     refs = update_references(sums)
     scale_mean = 1.0
     if settings.norm and sums.n_images > 0:
@@ -93,23 +115,11 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
         refs *= scale_mean
     refs = refs.astype(np.float32).astype(np.float64)
 
-    alpha, mfrac = class_and_mirror_fractions(model, sums, settings)
     sigma_noise = model.sigma_noise
     if not settings.fix_sigma_noise and ntot > 0:
         sigma_noise = math.sqrt(sums.noise_sum / (ntot * D))
-    change, converged = convergence(model, refs, weights, settings)
     return ML2DModel(
-        references=refs,
-        class_fractions=alpha,
-        mirror_fractions=mfrac,
+        **updated_fields(model, sums, settings, refs),
         sigma_noise=sigma_noise,
-        sigma_offset=offset_std(model, sums, settings),
-        iteration=model.iteration + 1,
-        loglik=sums.loglik_sum,
-        ave_pmax=sums.pmax_sum / ntot if ntot > 0 else float("nan"),
-        signal_change=change,
-        converged=converged,
-        class_weights=weights,
         norm_scale_mean=scale_mean,
-        n_images=sums.n_images,
     )

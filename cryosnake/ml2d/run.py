@@ -65,10 +65,8 @@ def run_ml2d(
     bounds = [(i, min(n, i + chunk)) for i in range(0, n, chunk)]
     history: list[ML2DModel] = []
     assignments: dict = {}
-    if references is None:
-        model = initial_model_from_average(image_sum(images) / n, settings)
-        labels = random_group_labels(n, settings.n_classes, settings.seed)
-        states = [ParticleState.initial(b - a, 1, settings) for a, b in bounds]
+
+    def iterate(model, states, labels):
         sums, assignments, states = estep_chunked(
             images, model, settings, states, labels, chunk, backend
         )
@@ -76,16 +74,17 @@ def run_ml2d(
         history.append(model)
         if callback:
             callback(model, assignments)
+        return model, assignments, states
+
+    if references is None:
+        model = initial_model_from_average(image_sum(images) / n, settings)
+        labels = random_group_labels(n, settings.n_classes, settings.seed)
+        states = [ParticleState.initial(b - a, 1, settings) for a, b in bounds]
+        model, assignments, states = iterate(model, states, labels)
     else:
         model = initial_model_from_references(references, settings)
         states = [ParticleState.initial(b - a, model.n_classes, settings) for a, b in bounds]
     assert len(states) == n_chunks
     while model.iteration < iters and not model.converged:
-        sums, assignments, states = estep_chunked(
-            images, model, settings, states, None, chunk, backend
-        )
-        model = mstep(model, sums, settings)
-        history.append(model)
-        if callback:
-            callback(model, assignments)
+        model, assignments, states = iterate(model, states, None)
     return model, assignments, history

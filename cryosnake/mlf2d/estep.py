@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from cryosnake.kernels import cpu as _cpu
-from cryosnake.ml2d.estep import hypothesis_log_priors
+from cryosnake.ml2d.estep import hypothesis_log_priors, output_classes
 from cryosnake.ml2d.hypotheses import FLIP_MATRICES, log_offset_prior, psi_grid, total_angle
 from cryosnake.ml2d.poses import hypothesis_to_pose
 from cryosnake.ml2d.state import ParticleState
@@ -185,24 +185,13 @@ def estep(
     # a fresh state (no stored offsets yet) gets the complete search
     ctx = _Context(model, settings, backend, two_stage=settings.fast and state is not None)
     N, K, F, n_psi = ctx.n, ctx.K, ctx.F, ctx.n_psi
-    if images.shape[1:] != (N, N):
-        raise ValueError(f"images are {images.shape[1:]}, the model's references {(N, N)}")
     groups = np.zeros(n, np.int64) if groups is None else np.asarray(groups, np.int64)
     if n and groups.max() >= model.n_groups:
         raise ValueError(f"group labels reach {groups.max()}, the model has {model.n_groups}")
     if state is None:
         state = ParticleState(np.zeros((n, K, 2, 2), np.int32), np.ones(n), np.zeros(n))
-    if state.n_particles != n or state.n_classes != K:
-        raise ValueError(
-            f"state is for {state.n_particles} particles x {state.n_classes} classes, "
-            f"the E-step has {n} particles x {K} classes")
-    if group_labels is not None:
-        group_labels = np.asarray(group_labels, dtype=np.int64).reshape(n)
-        k_out_total = int(settings.n_classes)
-        if n and (group_labels.min() < 0 or group_labels.max() >= k_out_total):
-            raise ValueError(f"group_labels must lie in 0..{k_out_total - 1}")
-    else:
-        k_out_total = K
+    group_labels, k_out_total = output_classes(images, N, state, K, group_labels,
+                                               settings.n_classes)
 
     L_all = N // 2
     acc = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.ml2d.mstep import class_and_mirror_fractions, convergence, offset_std
+from cryosnake.ml2d.mstep import updated_fields
 
 from .fourier import independent_points, scatter_points, shell_counts, shell_of
 from .model import MLF2DModel
@@ -59,23 +59,10 @@ def mstep(model: MLF2DModel, sums: MLF2DSums, settings: MLF2DSettings) -> MLF2DM
     ssnr = np.zeros((K, n // 2))
     ssnr[:, :L] = ssnr_used
 
-    ntot = float(weights.sum())
-    alpha, mfrac = class_and_mirror_fractions(model, sums, settings)
     noise = model.noise_spectra if settings.fix_sigma_noise else update_noise(model, sums)
-    change, converged = convergence(model, refs, weights, settings)
     new = MLF2DModel(
-        references=refs,
-        class_fractions=alpha,
-        mirror_fractions=mfrac,
+        **updated_fields(model, sums, settings, refs),
         sigma_noise=0.0,
-        sigma_offset=offset_std(model, sums, settings),
-        iteration=model.iteration + 1,
-        loglik=sums.loglik_sum,
-        ave_pmax=sums.pmax_sum / ntot if ntot > 0 else float("nan"),
-        signal_change=change,
-        converged=converged,
-        class_weights=weights,
-        n_images=sums.n_images,
         sampling=model.sampling,
         noise_spectra=noise,
         group_defocus=model.group_defocus,

@@ -231,6 +231,27 @@ def _evaluate(C, D, base, psi, am, vals, dvals, use_d):
             zr[d] = nr
 
 
+@njit(inline="always", cache=True, fastmath=True)
+def _quadratic_coefs(s0, sx, sy, sxy, sxx, syy):  # pragma: no cover - numba
+    """``(a, b, c, d, e, f)`` of ``a + b x + c y + d x^2 + e x y + f y^2``, the least-squares
+    fit on the 3 x 3 grid (positions -1, 0, 1) from the moments ``sum v``, ``sum x v``,
+    ``sum y v``, ``sum x y v``, ``sum x^2 v``, ``sum y^2 v`` (closed form)."""
+    b = sx / 6.0
+    c = sy / 6.0
+    e = sxy / 4.0
+    d = sxx / 2.0 - s0 / 3.0
+    f = syy / 2.0 - s0 / 3.0
+    a = (5.0 * s0 - 3.0 * sxx - 3.0 * syy) / 9.0
+    return a, b, c, d, e, f
+
+
+@njit(inline="always", cache=True, fastmath=True)
+def _quadratic_at(coefs, x, y):  # pragma: no cover - numba
+    """The quadratic of :func:`_quadratic_coefs` ``coefs`` at ``(x, y)``."""
+    a, b, c, d, e, f = coefs
+    return a + b * x + c * y + d * x * x + e * x * y + f * y * y
+
+
 @njit(cache=True, fastmath=True)
 def _quadratic_peak(v, dv, side):
     """Least-squares quadratic on a 3 x 3 grid (positions -1, 0, 1): peak and values there.
@@ -275,13 +296,9 @@ def _quadratic_peak(v, dv, side):
         txy += x * y * dv[t]
         txx += x * x * dv[t]
         tyy += y * y * dv[t]
-    # f = a + b x + c y + d x^2 + e x y + f y^2 (closed-form least squares on the 3x3 grid)
-    b = sx / 6.0
-    c = sy / 6.0
-    e = sxy / 4.0
-    d = sxx / 2.0 - s0 / 3.0
-    f = syy / 2.0 - s0 / 3.0
-    a = (5.0 * s0 - 3.0 * sxx - 3.0 * syy) / 9.0
+    # one pass for both fits: splitting it changes how LLVM (fastmath) reassociates the sums
+    coefs = _quadratic_coefs(s0, sx, sy, sxy, sxx, syy)
+    _, b, c, d, e, f = coefs
     det = 4.0 * d * f - e * e
     if d < 0.0 and det > 0.0:
         x = (-2.0 * f * b + e * c) / det
@@ -292,18 +309,12 @@ def _quadratic_peak(v, dv, side):
     else:
         x = bx
         y = by
-    val = a + b * x + c * y + d * x * x + e * x * y + f * y * y
+    val = _quadratic_at(coefs, x, y)
     if val < v[tb]:
         x = bx
         y = by
         val = v[tb]
         dval = dv[tb]
     else:
-        db = tx_ / 6.0
-        dc = ty_ / 6.0
-        de = txy / 4.0
-        dd = txx / 2.0 - t0 / 3.0
-        df = tyy / 2.0 - t0 / 3.0
-        da = (5.0 * t0 - 3.0 * txx - 3.0 * tyy) / 9.0
-        dval = da + db * x + dc * y + dd * x * x + de * x * y + df * y * y
+        dval = _quadratic_at(_quadratic_coefs(t0, tx_, ty_, txy, txx, tyy), x, y)
     return x, y, val, dval

@@ -137,6 +137,28 @@ def bspline3_coefficients(images: np.ndarray, workers: int | None = None) -> np.
     return irfft2(spec, n, workers)
 
 
+@njit(inline="always", cache=True)
+def _source_point(ca, sa, x, y, centre):  # pragma: no cover - numba
+    """Pixel ``(x, y)`` (centred) rotated by ``(ca, sa)``: the cell ``(ix, iy)`` holding the
+    source point and the fractions ``(fx, fy)`` inside it."""
+    xs = ca * x - sa * y + centre
+    ys = sa * x + ca * y + centre
+    ix = math.floor(xs)
+    iy = math.floor(ys)
+    return ix, iy, xs - ix, ys - iy
+
+
+@njit(inline="always", cache=True)
+def _bspline3_weights(f):  # pragma: no cover - numba
+    """Cubic B-spline weights of the 4 samples around fraction ``f`` (offsets -1, 0, 1, 2)."""
+    return (
+        (1.0 - f) ** 3 / 6.0,
+        (4.0 - 6.0 * f * f + 3.0 * f**3) / 6.0,
+        (1.0 + 3.0 * f + 3.0 * f * f - 3.0 * f**3) / 6.0,
+        f**3 / 6.0,
+    )
+
+
 @njit(parallel=True, cache=True)
 def _rotate_bspline3(coef, cos_a, sin_a, centre, out):  # pragma: no cover - numba
     n, size, _ = coef.shape
@@ -147,38 +169,17 @@ def _rotate_bspline3(coef, cos_a, sin_a, centre, out):  # pragma: no cover - num
         ca = cos_a[m]
         sa = sin_a[m]
         for j in range(size):
-            x = j - centre
-            xs = ca * x - sa * y + centre
-            ys = sa * x + ca * y + centre
-            ix = math.floor(xs)
-            iy = math.floor(ys)
-            fx = xs - ix
-            fy = ys - iy
-            wx0 = (1.0 - fx) ** 3 / 6.0
-            wx1 = (4.0 - 6.0 * fx * fx + 3.0 * fx**3) / 6.0
-            wx2 = (1.0 + 3.0 * fx + 3.0 * fx * fx - 3.0 * fx**3) / 6.0
-            wx3 = fx**3 / 6.0
-            wy0 = (1.0 - fy) ** 3 / 6.0
-            wy1 = (4.0 - 6.0 * fy * fy + 3.0 * fy**3) / 6.0
-            wy2 = (1.0 + 3.0 * fy + 3.0 * fy * fy - 3.0 * fy**3) / 6.0
-            wy3 = fy**3 / 6.0
+            ix, iy, fx, fy = _source_point(ca, sa, j - centre, y, centre)
+            wx0, wx1, wx2, wx3 = _bspline3_weights(fx)
+            wy = _bspline3_weights(fy)
             c0 = (ix - 1) % size
             c1 = ix % size
             c2 = (ix + 1) % size
             c3 = (ix + 2) % size
             acc = 0.0
             for a in range(4):
-                r = (iy - 1 + a) % size
-                if a == 0:
-                    wy = wy0
-                elif a == 1:
-                    wy = wy1
-                elif a == 2:
-                    wy = wy2
-                else:
-                    wy = wy3
-                row = coef[m, r]
-                acc += wy * (wx0 * row[c0] + wx1 * row[c1] + wx2 * row[c2] + wx3 * row[c3])
+                row = coef[m, (iy - 1 + a) % size]
+                acc += wy[a] * (wx0 * row[c0] + wx1 * row[c1] + wx2 * row[c2] + wx3 * row[c3])
             out[m, i, j] = acc
 
 
@@ -192,13 +193,7 @@ def _rotate_bilinear(img, cos_a, sin_a, centre, out):  # pragma: no cover - numb
         ca = cos_a[m]
         sa = sin_a[m]
         for j in range(size):
-            x = j - centre
-            xs = ca * x - sa * y + centre
-            ys = sa * x + ca * y + centre
-            ix = math.floor(xs)
-            iy = math.floor(ys)
-            fx = xs - ix
-            fy = ys - iy
+            ix, iy, fx, fy = _source_point(ca, sa, j - centre, y, centre)
             c0 = ix % size
             c1 = (ix + 1) % size
             r0 = iy % size

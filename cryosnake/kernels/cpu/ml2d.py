@@ -728,6 +728,22 @@ def _accumulate_windows(
                         pi_[u, hv] += cr * x[1, u, hv] + ci * x[0, u, hv]
 
 
+def _key_runs(keys_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(run_key, run_ptr)`` of the runs of equal keys in a sorted key list: run ``r`` is
+    ``keys_sorted[run_ptr[r]:run_ptr[r + 1]]``, all equal to ``run_key[r]``."""
+    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
+    return keys_sorted[starts], np.r_[starts, len(keys_sorted)].astype(np.int64)
+
+
+def _sort_by_key(blk_key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(order, keys_sorted, run_ptr)``: the stable key order of the blocks, their keys in
+    that order (int64) and the bounds of its runs of equal keys (:func:`_key_runs`)."""
+    blk_key = np.asarray(blk_key, np.int64)
+    order = np.argsort(blk_key, kind="stable")
+    keys_sorted = blk_key[order]
+    return order, keys_sorted, _key_runs(keys_sorted)[1]
+
+
 def ml2d_window_accumulator(n_keys: int, n: int) -> np.ndarray:
     """Zeroed accumulator of :func:`ml2d_accumulate_windows`: float64 ``[n_keys, 2, N, N//2+1]``."""
     return np.zeros((n_keys, 2, n, n // 2 + 1))
@@ -765,10 +781,8 @@ def ml2d_accumulate_windows(
         raise ValueError("gamma or acc do not match the window and the image size")
     if acc.dtype != np.float64 or not acc.flags.c_contiguous:
         raise ValueError("acc must be a C-contiguous float64 accumulator")
-    blk_key = np.asarray(blk_key, np.int64)
-    order = np.argsort(blk_key, kind="stable")
-    keys_sorted = blk_key[order]
-    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
+    order, keys_sorted, run_ptr = _sort_by_key(blk_key)
+    starts = run_ptr[:-1]
     # chunks of about nb / _KEY_CHUNKS blocks, cut at key boundaries
     pos = np.searchsorted(starts, np.linspace(0, nb, _KEY_CHUNKS + 1)[1:-1])
     chunk_ptr = np.unique(np.r_[0, starts[pos[pos < starts.size]], nb]).astype(np.int64)
@@ -1254,10 +1268,7 @@ def ml2d_accumulate_direct(
     if blk_key.shape[0] == 0:
         return
     blk_key = np.ascontiguousarray(blk_key, np.int64)
-    order = np.argsort(blk_key, kind="stable")
-    keys_sorted = blk_key[order]
-    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
-    key_ptr = np.r_[starts, len(order)].astype(np.int64)
+    order, _, key_ptr = _sort_by_key(blk_key)
     _accumulate_direct(
         acc,
         np.ascontiguousarray(images),
@@ -1319,10 +1330,7 @@ def ml2d_accumulate_spectra(
     if blk_key.shape[0] == 0:
         return
     blk_key = np.ascontiguousarray(blk_key, np.int64)
-    order = np.argsort(blk_key, kind="stable")
-    keys_sorted = blk_key[order]
-    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
-    key_ptr = np.r_[starts, len(order)].astype(np.int64)
+    order, _, key_ptr = _sort_by_key(blk_key)
     _accumulate_spectra(
         acc,
         np.ascontiguousarray(ghat),

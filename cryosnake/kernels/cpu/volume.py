@@ -30,6 +30,26 @@ __all__ = [
 ]
 
 
+@njit(inline="always", cache=True, fastmath=True)
+def _cell(px, py, pz):  # pragma: no cover - numba
+    """``(x0, y0, z0, fx, fy, fz)``: the lower grid corner of the cell holding ``p`` and the
+    fractions inside it (trilinear weights ``f`` and ``1 - f``)."""
+    x0 = int(math.floor(px))
+    y0 = int(math.floor(py))
+    z0 = int(math.floor(pz))
+    return x0, y0, z0, px - x0, py - y0, pz - z0
+
+
+@njit(inline="always", cache=True)
+def _wrap(i, n):  # pragma: no cover - numba
+    """``i mod n`` for ``-n <= i < 2 n``: one add, no integer division."""
+    if i < 0:
+        return i + n
+    if i >= n:
+        return i - n
+    return i
+
+
 @njit(cache=True, parallel=True, fastmath=True)
 def fourier_slice_sample(vol_ft, rotations, coords):
     """Sample ``vol_ft`` on the central slices of ``rotations`` (trilinear interpolation).
@@ -54,16 +74,10 @@ def fourier_slice_sample(vol_ft, rotations, coords):
             px = kx * e00 + ky * e10
             py = kx * e01 + ky * e11
             pz = kx * e02 + ky * e12
-            conj = False
-            if px < 0.0:
+            conj = px < 0.0
+            if conj:
                 px, py, pz = -px, -py, -pz
-                conj = True
-            x0 = int(math.floor(px))
-            y0 = int(math.floor(py))
-            z0 = int(math.floor(pz))
-            fx = px - x0
-            fy = py - y0
-            fz = pz - z0
+            x0, y0, z0, fx, fy, fz = _cell(px, py, pz)
             acc = 0j
             for dz in range(2):
                 wz = fz if dz == 1 else 1.0 - fz
@@ -158,27 +172,14 @@ def _fourier_insert(values, kint, image_index, rotations, shifts, weights, sym_o
                     if px < 0.0:
                         px, py, pz = -px, -py, -pz
                         vi = -vi
-                    x0 = int(math.floor(px))
-                    y0 = int(math.floor(py))
-                    z0 = int(math.floor(pz))
-                    fx = px - x0
-                    fy = py - y0
-                    fz = pz - z0
-                    # |p| < P/2: wrap negative indices with one add (no integer division)
+                    x0, y0, z0, fx, fy, fz = _cell(px, py, pz)
+                    # |p| < P/2: indices wrap with one add
                     for dz in range(2):
                         wz = fz if dz == 1 else 1.0 - fz
-                        iz = z0 + dz
-                        if iz < 0:
-                            iz += P
-                        elif iz >= P:
-                            iz -= P
+                        iz = _wrap(z0 + dz, P)
                         for dy in range(2):
                             wzy = wz * (fy if dy == 1 else 1.0 - fy)
-                            iy = y0 + dy
-                            if iy < 0:
-                                iy += P
-                            elif iy >= P:
-                                iy -= P
+                            iy = _wrap(y0 + dy, P)
                             for dx in range(2):
                                 ix = x0 + dx
                                 if ix >= H:

@@ -41,6 +41,8 @@ from numba import cuda
 
 from cryosnake.kernels.cpu import ml2d as _cpu
 from cryosnake.kernels.cpu.ml2d import (  # noqa: F401 - host-only helpers, re-exported
+    _key_runs,
+    _sort_by_key,
     ml2d_window_accumulator,
     ml2d_window_phase,
 )
@@ -326,20 +328,6 @@ def _accumulate_products(
 # --- host helpers -----------------------------------------------------------------------------
 
 
-def _real_of(dtype) -> type:
-    return np.float32 if np.dtype(dtype) in (np.float32, np.complex64) else np.float64
-
-
-def _complex_of(dtype) -> type:
-    return np.complex64 if _real_of(dtype) == np.float32 else np.complex128
-
-
-def _key_runs(keys_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(run_key, run_ptr)`` of the runs of equal keys in a sorted key list."""
-    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
-    return keys_sorted[starts], np.r_[starts, len(keys_sorted)].astype(np.int64)
-
-
 def _planes(d, m: int):
     """Real and imaginary planes ``[m, P]`` of device operands ``[m, 2, N, N//2+1]``."""
     flat = d.reshape(m, 2, d.size // (2 * max(m, 1)))
@@ -428,7 +416,7 @@ def ml2d_correlation_windows(
     receives the result (any real dtype)."""
     W = 2 * half_width + 1
     m = products.shape[0]
-    rtype = _real_of(products.dtype)
+    rtype = rt.real_of(products.dtype)
     if out is None:
         out = np.empty((m, W, W), dtype=rtype)
     for a, b in rt.chunk_ranges(m, _FFT_COPIES * products[0].nbytes):
@@ -460,7 +448,7 @@ def ml2d_permuted_operands(spectra: np.ndarray, matrices: np.ndarray, n: int) ->
     tables = spectrum_permutation(n, mats, spectra.dtype)
     flat = spectra.reshape(m, n * h)
     return _operands(
-        lambda a, b: rt.to_device(flat[a:b]), m, n, tables, False, _real_of(spectra.dtype)
+        lambda a, b: rt.to_device(flat[a:b]), m, n, tables, False, rt.real_of(spectra.dtype)
     )
 
 
@@ -471,7 +459,7 @@ def ml2d_reference_operands(references: np.ndarray, half_width: int) -> np.ndarr
     n = references.shape[-1]
     rtype = np.float32 if references.dtype == np.float32 else np.float64
     src, conj, _, _ = spectrum_permutation(n, _TRANSPOSE, rtype)  # the transpose has phase 1
-    phase = (ml2d_window_phase(n, half_width) / n**2).astype(_complex_of(rtype)).reshape(1, -1)
+    phase = (ml2d_window_phase(n, half_width) / n**2).astype(rt.complex_of(rtype)).reshape(1, -1)
     tables = (src, conj, rt.to_device(phase.real.copy()), rt.to_device(phase.imag.copy()))
     return _operands(_spectra_of_images(references), references.shape[0], n, tables, True, rtype)
 
@@ -511,7 +499,7 @@ def ml2d_block_correlations(
     blk_b = np.asarray(blk_b, np.int64)
     per_block = (_FFT_COPIES * 2 * n * h + n * n + W * W) * dtype.itemsize
     for a, b in rt.chunk_ranges(nb, per_block):
-        prod = rt.device_empty((b - a, n, h), _complex_of(dtype))
+        prod = rt.device_empty((b - a, n, h), rt.complex_of(dtype))
         rt.launch_items(
             _products,
             (b - a) * n * h,
@@ -769,8 +757,7 @@ def _accumulate_keyed(acc_parts, g_of, x_parts, blk_key, blk_x, blk_scale, per_b
     """Add ``scale conj(G) X`` of every block to its key, on the device: blocks sorted by key,
     cut into runs of :func:`runtime.chunk_ranges`; ``g_of(order_chunk)`` returns the device
     ``(G parts [c, P], rows of G for each block of the chunk)``."""
-    order = np.argsort(np.asarray(blk_key, np.int64), kind="stable")
-    keys = np.asarray(blk_key, np.int64)[order]
+    order, keys, _ = _sort_by_key(blk_key)
     bx = np.asarray(blk_x, np.int64)[order]
     sc = np.asarray(blk_scale)[order]
     for a, b in rt.chunk_ranges(len(order), per_block):

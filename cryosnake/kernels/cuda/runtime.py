@@ -143,8 +143,14 @@ def chunk_ranges(n_items: int, bytes_per_item: int, threads_per_item: int = 1
     return [(s, min(n_items, s + size)) for s in range(0, n_items, size)]
 
 
-def _complex_of(dtype) -> np.dtype:
-    return np.dtype(np.complex64 if np.dtype(dtype) == np.float32 else np.complex128)
+def real_of(dtype) -> type:
+    """The real type of a precision: float32 for float32 and complex64, else float64."""
+    return np.float32 if np.dtype(dtype) in (np.float32, np.complex64) else np.float64
+
+
+def complex_of(dtype) -> type:
+    """The complex type of a precision: complex64 for float32 and complex64, else complex128."""
+    return np.complex64 if real_of(dtype) == np.float32 else np.complex128
 
 
 def rfft2(images: np.ndarray) -> np.ndarray:
@@ -152,7 +158,7 @@ def rfft2(images: np.ndarray) -> np.ndarray:
     a = np.asarray(images)
     real = np.float32 if a.dtype == np.float32 else np.float64
     if cp is None:
-        return np.fft.rfft2(a.astype(real, copy=False)).astype(_complex_of(real))
+        return np.fft.rfft2(a.astype(real, copy=False)).astype(complex_of(real))
     d = cp.asarray(a, dtype=real)  # pragma: no cover - needs a GPU
     return cp.asnumpy(cp.fft.rfft2(d))  # pragma: no cover
 
@@ -173,7 +179,7 @@ def rfft2_device(d, norm: str = "backward"):
         a = to_host(d)
         real = np.float32 if a.dtype == np.float32 else np.float64
         spec = np.fft.rfft2(a.astype(real, copy=False), norm=norm)
-        return cuda.to_device(spec.astype(_complex_of(real)))
+        return cuda.to_device(spec.astype(complex_of(real)))
     return cp.fft.rfft2(cp.asarray(d), norm=norm)  # pragma: no cover - needs a GPU
 
 
