@@ -12,14 +12,20 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+# This checkout: the folder of this Snakefile, also when cryosnake is a module of another
+# workflow (workflow.basedir is then the host's folder).
+CRYOSNAKE_DIR = Path(str(workflow.current_basedir))
+# cryosnake included as a module of another workflow ("Inside your own workflow", README)
+AS_MODULE = Path(workflow.basedir).resolve() != CRYOSNAKE_DIR.resolve()
+
 # Use this checkout's cryosnake package, here and in every job's script (local, conda, SLURM).
-sys.path.insert(0, workflow.basedir)
+sys.path.insert(0, str(CRYOSNAKE_DIR))
 from cryosnake.pipeline.jobs import use_package_from  # noqa: E402
 
-use_package_from(workflow.basedir)
+use_package_from(CRYOSNAKE_DIR)
 
 
-configfile: str(Path(workflow.basedir) / "config" / "config.yaml")
+configfile: str(CRYOSNAKE_DIR / "config" / "config.yaml")
 
 
 report: "workflow/report/workflow.rst"
@@ -33,7 +39,8 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
-    default_target: True
+    # the default target when run directly, never the host's when cryosnake is a module
+    default_target: not AS_MODULE
     input:
         f"{OUT}/ml2d/classes.mrcs",
         f"{OUT}/ml2d/particles.star",

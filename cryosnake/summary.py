@@ -1,14 +1,17 @@
-"""The plain-text run summary: what a run produced, read back from its output folder.
+"""The plain-text run summary: what a run produced, read from its final output files.
 
-:func:`run_summary` looks at ``{outdir}`` (layout in ``README.md``, "Outputs") and reports
-whatever is there; a stage that has not run (or a file that is missing) is left out, and a file
-that cannot be read is named with the reason instead of stopping the summary.
+:func:`run_summary` describes exactly the files it is given (:class:`RunFiles`): the final ML2D
+model (``ml2d/model.json``, the iteration the classes come from), the classes, the final volume
+and angles and the statistics of the iteration that made them. It never looks for the newest
+``iter_*`` folder: after ``max_iterations`` is lowered, a later iteration may still lie on disk.
+A file that is missing leaves its line out; one that cannot be read is named with the reason
+instead of stopping the summary.
 """
 
 from __future__ import annotations
 
 import json
-import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -18,18 +21,29 @@ import starfile
 from cryosnake.atomic import write_text
 from cryosnake.io import mrc
 
-_ITER = re.compile(r"iter_(\d{3,})$")
+
+@dataclass
+class RunFiles:
+    """The final outputs of a run (any may be ``None`` or missing)."""
+
+    outdir: Path
+    ml2d_model: Path | None = None  # {outdir}/ml2d/model.json (the final model)
+    classes: Path | None = None  # {outdir}/ml2d/classes.mrcs
+    classes_star: Path | None = None  # {outdir}/ml2d/classes.star
+    volume: Path | None = None  # {outdir}/significant/volume.mrc
+    angles: Path | None = None  # {outdir}/significant/angles.star
+    significant_stats: Path | None = None  # stats.json of the final Significant iteration
+    plots: list = field(default_factory=list)
+
+    @classmethod
+    def of(cls, outdir, **files) -> RunFiles:
+        return cls(Path(outdir), **{k: (None if v is None else
+                                        [Path(p) for p in v] if k == "plots" else Path(v))
+                                    for k, v in files.items()})
 
 
-def _iteration_files(folder: Path, name: str) -> list[tuple[int, Path]]:
-    """``(NNN, folder/iter_NNN/name)`` for every iteration folder holding ``name``, in order."""
-    found = []
-    if folder.is_dir():
-        for sub in folder.iterdir():
-            m = _ITER.match(sub.name)
-            if m and sub.is_dir() and (sub / name).is_file():
-                found.append((int(m.group(1)), sub / name))
-    return sorted(found)
+def _exists(path) -> bool:
+    return path is not None and Path(path).is_file()
 
 
 def _table(path: Path, block: str) -> pd.DataFrame:
@@ -42,15 +56,14 @@ def _fmt(x, spec: str = ".6g") -> str:
     return "n/a" if x is None else format(float(x), spec)
 
 
-def _ml2d_iterations(folder: Path) -> list[str]:
+def _ml2d_iterations(files: RunFiles) -> list[str]:
     lines = []
-    iterations = _iteration_files(folder, "model.json")
-    if iterations:
-        last_n, last_path = iterations[-1]
-        model = json.loads(last_path.read_text())
+    if _exists(files.ml2d_model):
+        model = json.loads(files.ml2d_model.read_text())
         state = ("converged" if model.get("converged")
-                 else "not converged (stopped at the last iteration)")
-        lines.append(f"  iterations run: {len(iterations)} (last: iter_{last_n:03d}), {state}")
+                 else "not converged (stopped at ml2d.max_iterations)")
+        n = int(model["iteration"])
+        lines.append(f"  classes from iteration {n} (iter_{n:03d}), {state}")
         lines.append(f"  final log-likelihood: {_fmt(model.get('loglik'))}, "
                      f"<Pmax> {_fmt(model.get('ave_pmax'), '.4f')}, "
                      f"sigma {_fmt(model.get('sigma_noise'), '.4g')}, "
@@ -58,15 +71,15 @@ def _ml2d_iterations(folder: Path) -> list[str]:
     return lines
 
 
-def _ml2d_classes(folder: Path) -> list[str]:
+def _ml2d_classes(files: RunFiles) -> list[str]:
     lines = []
-    classes_star, classes_mrcs = folder / "classes.star", folder / "classes.mrcs"
-    if classes_star.is_file():
+    classes_star, classes_mrcs = files.classes_star, files.classes
+    if _exists(classes_star):
         table = _table(classes_star, "classes")
         counts = (table["cryosnakeParticleCount"].to_numpy(dtype=np.int64)
                   if "cryosnakeParticleCount" in table else None)
         header = f"  classes: {len(table)}"
-        if classes_mrcs.is_file():
+        if _exists(classes_mrcs):
             info = mrc.header_info(classes_mrcs)
             header += (f" in {classes_mrcs} (box {info['shape'][-1]} px, "
                        f"{info['sampling']:.4g} Å/px)")
@@ -86,10 +99,10 @@ def _ml2d_classes(folder: Path) -> list[str]:
     return lines
 
 
-def _significant_volume(folder: Path) -> list[str]:
+def _significant_volume(files: RunFiles) -> list[str]:
     lines = []
-    volume = folder / "volume.mrc"
-    if volume.is_file():
+    volume = files.volume
+    if _exists(volume):
         info = mrc.header_info(volume)
         nz, ny, nx = info["shape"]
         box = f"{nx}^3" if nx == ny == nz else f"{nx} x {ny} x {nz}"
@@ -99,13 +112,12 @@ def _significant_volume(folder: Path) -> list[str]:
     return lines
 
 
-def _significant_iterations(folder: Path) -> list[str]:
+def _significant_iterations(files: RunFiles) -> list[str]:
     lines = []
-    iterations = _iteration_files(folder, "stats.json")
-    if iterations:
-        last_n, last_path = iterations[-1]
-        stats = json.loads(last_path.read_text())
-        text = f"  iterations run: {len(iterations)} (last: iter_{last_n:03d})"
+    if _exists(files.significant_stats):
+        stats = json.loads(files.significant_stats.read_text())
+        n = int(stats["iteration"])
+        text = f"  volume from iteration {n} (iter_{n:03d})"
         if stats.get("alpha") is not None:
             text += f", final significance {100 * (1 - stats['alpha']):.2f} %"
         if stats.get("volume_change") is not None:
@@ -118,10 +130,10 @@ def _significant_iterations(folder: Path) -> list[str]:
     return lines
 
 
-def _significant_angles(folder: Path) -> list[str]:
+def _significant_angles(files: RunFiles) -> list[str]:
     lines = []
-    angles = folder / "angles.star"
-    if angles.is_file():
+    angles = files.angles
+    if _exists(angles):
         table = _table(angles, "particles")
         n_images = (table["cryosnakeImageIndex"].nunique()
                     if "cryosnakeImageIndex" in table else "?")
@@ -136,31 +148,28 @@ _SECTIONS = (
 )
 
 
-def _guard(part, folder: Path) -> list[str]:
+def _guard(part, files: RunFiles) -> list[str]:
     try:
-        return part(folder)
+        return part(files)
     except Exception as err:  # a summary names a broken file, it does not stop the run
-        return [f"  (could not read part of {folder}: {type(err).__name__}: {err})"]
+        return [f"  (could not read part of the outputs: {type(err).__name__}: {err})"]
 
 
-def run_summary(outdir) -> str:
-    """A short plain-text summary of the run in ``outdir``.
+def run_summary(files: RunFiles) -> str:
+    """A short plain-text summary of the final outputs ``files``.
 
-    Sections (each only when its files exist): ML2D (iterations run = number of
-    ``ml2d/iter_NNN/model.json``, converged or not, final log-likelihood, ⟨Pmax⟩, σ, ξ; the
-    classes with particle count, % of particles and α_k, empty ones flagged), Reconstruct
-    Significant (volume path, box in voxels and voxel size in Å, iterations, final significance,
-    significant directions per image, number of assignments) and the PNG plots found anywhere
-    under ``outdir``.
+    Sections (each only when its files exist): ML2D (the iteration the classes come from,
+    converged or not, final log-likelihood, ⟨Pmax⟩, σ, ξ; the classes with particle count, % of
+    particles and α_k, empty ones flagged), Reconstruct Significant (volume path, box in voxels
+    and voxel size in Å, the iteration and final significance, significant directions per
+    image, number of assignments) and the plots.
     """
-    outdir = Path(outdir)
-    lines = [f"cryosnake run summary: {outdir}"]
+    lines = [f"cryosnake run summary: {files.outdir}"]
     for title, sub, parts in _SECTIONS:
-        folder = outdir / sub
-        body = [line for part in parts for line in _guard(part, folder)] if folder.is_dir() else []
+        body = [line for part in parts for line in _guard(part, files)]
         if body:
-            lines += ["", f"{title} ({outdir / sub})", *body]
-    plots = sorted(p for p in outdir.rglob("*.png") if not p.name.startswith("."))
+            lines += ["", f"{title} ({files.outdir / sub})", *body]
+    plots = [p for p in files.plots if _exists(p)]
     if plots:
         lines += ["", "Plots:", *(f"  {p}" for p in plots)]
     if len(lines) == 1:
@@ -168,8 +177,8 @@ def run_summary(outdir) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_run_summary(outdir, out_txt) -> str:
-    """Write :func:`run_summary` of ``outdir`` to ``out_txt`` (atomically) and return it."""
-    text = run_summary(outdir)
+def write_run_summary(files: RunFiles, out_txt) -> str:
+    """Write :func:`run_summary` of ``files`` to ``out_txt`` (atomically) and return it."""
+    text = run_summary(files)
     write_text(out_txt, text)
     return text

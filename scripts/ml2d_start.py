@@ -4,5 +4,5 @@ from cryosnake.pipeline.jobs import rule_job
 from cryosnake.pipeline.ml2d import start_job
 
 with rule_job(snakemake.log[0], snakemake.threads, "ml2d_start"):
-    start_job(snakemake.input.particles, snakemake.config["ml2d"], snakemake.params.chunk_size,
+    start_job(snakemake.input.particles, snakemake.params.ml2d, snakemake.params.chunk_size,
               snakemake.output.model, snakemake.output.references)

@@ -5,5 +5,5 @@ from cryosnake.pipeline.significant import prepare_job
 
 with rule_job(snakemake.log[0], snakemake.threads, "significant_prepare"):
     prepare_job(snakemake.input.averages, snakemake.input.get("classes_star"),
-                snakemake.config["significant"], snakemake.config["sampling"],
+                snakemake.params.significant, snakemake.params.sampling,
                 snakemake.output.averages, snakemake.output.info)

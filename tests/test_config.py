@@ -50,6 +50,30 @@ def test_default_config_is_valid_and_complete(cfg):
         assert keys <= set(cfg[section]), section
 
 
+def test_one_source_of_defaults(cfg):
+    """config.yaml holds exactly the schema's defaults, and the typed settings the library
+    builds by default agree with them (so a default never differs by where it is read)."""
+    from cryosnake.demo import DemoSettings
+    from cryosnake.ml2d.settings import ML2DSettings
+    from cryosnake.mlf2d.settings import MLF2DSettings
+    from cryosnake.significant.iteration import SignificantSettings
+
+    schema = yaml.safe_load(SCHEMA.read_text())
+    for section, props in schema["properties"].items():
+        if "properties" in props:
+            for key, spec in props["properties"].items():
+                assert cfg[section][key] == spec["default"], f"{section}.{key}"
+        else:
+            assert cfg[section] == props["default"], section
+    ml2d_names = {"classes": "n_classes"}  # config key -> settings field, where they differ
+    for settings, section in ((ML2DSettings(), "ml2d"), (MLF2DSettings(), "ml2d"),
+                              (SignificantSettings(), "significant"), (DemoSettings(), "demo")):
+        for key, value in cfg[section].items():
+            name = ml2d_names.get(key, key) if section == "ml2d" else key
+            if hasattr(settings, name):
+                assert getattr(settings, name) == value, f"{type(settings).__name__}.{name}"
+
+
 def test_scipion_defaults(cfg):
     m, s = cfg["ml2d"], cfg["significant"]
     assert (m["classes"], m["mirror"], m["fast"], m["norm"], m["max_iterations"]) == \

@@ -160,7 +160,8 @@ def _ml2d_cases(x, refs, w):
         "permuted_operands": lambda be: be.ml2d_permuted_operands(spec, FLIP_MATRICES, n),
         "reference_operands": lambda be: be.ml2d_reference_operands(refs, w),
         "block_correlations": lambda be: be.ml2d_block_correlations(xops, rops, blk_x, blk_b, w),
-        "shifted_projections": lambda be: be.ml2d_shifted_projections(x, blk_x, rolls, refs),
+        "shifted_projections": lambda be: be.ml2d_shifted_projections(
+            x, blk_x, rolls, be.ml2d_projection_operands(refs, x.dtype)),
         "accumulate_direct": lambda be: _added(
             be.ml2d_accumulate_direct, acc_real, x, sparse, key, blk_x, scale, w
         ),

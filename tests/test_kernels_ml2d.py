@@ -177,14 +177,15 @@ def test_shifted_projections(rng, dtype, n_ref):
     refs = rng.normal(size=(n_ref, n, n)).astype(dtype)
     index = rng.integers(0, 5, 10)  # 10 images: the last group of 4 is partial
     shifts = rng.integers(-2 * n, 2 * n, (10, 2))
-    got = cpu.ml2d_shifted_projections(x, index, shifts, refs)
+    ops = cpu.ml2d_projection_operands(refs, dtype)
+    got = cpu.ml2d_shifted_projections(x, index, shifts, ops)
     want = np.empty((10, n_ref))
     for p in range(10):
         y = np.roll(x[index[p]].astype(np.float64), (shifts[p, 1], shifts[p, 0]), (0, 1))
         want[p] = (refs.astype(np.float64) * y[None]).sum(axis=(1, 2))
     tol = 1e-12 if dtype == np.float64 else 1e-5
     np.testing.assert_allclose(got, want, atol=tol * np.abs(want).max())
-    assert cpu.ml2d_shifted_projections(x, index[:0], shifts[:0], refs).shape == (0, n_ref)
+    assert cpu.ml2d_shifted_projections(x, index[:0], shifts[:0], ops).shape == (0, n_ref)
 
 
 def test_vectorisable_exp_matches_libm():

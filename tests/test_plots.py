@@ -13,7 +13,7 @@ import starfile
 
 from cryosnake import plots
 from cryosnake.io import mrc
-from cryosnake.summary import run_summary
+from cryosnake.summary import RunFiles, run_summary
 
 BOX = 32
 SAMPLING = 2.5  # Å/px
@@ -234,29 +234,52 @@ def test_significant_progress(run_dir):
 # --- summary -----------------------------------------------------------------------------------
 
 
+def run_files(outdir: Path, ml2d_iteration: int = 2, significant_iteration: int = 4) -> RunFiles:
+    """The final outputs of a synthetic run; ``ml2d/model.json`` is a copy of the model of
+    ``ml2d_iteration`` (as the final rule writes it)."""
+    ml2d = outdir / "ml2d"
+    model = ml2d / f"iter_{ml2d_iteration:03d}" / "model.json"
+    if model.is_file():
+        (ml2d / "model.json").write_text(model.read_text())
+    return RunFiles.of(
+        outdir, ml2d_model=ml2d / "model.json", classes=ml2d / "classes.mrcs",
+        classes_star=ml2d / "classes.star", volume=outdir / "significant/volume.mrc",
+        angles=outdir / "significant/angles.star",
+        significant_stats=outdir / f"significant/iter_{significant_iteration:03d}/stats.json",
+        plots=[outdir / "plots/volume.png", outdir / "plots/missing.png"])
+
+
 def test_run_summary(run_dir):
     plots.volume_views(run_dir / "significant/volume.mrc", run_dir / "plots/volume.png")
-    text = run_summary(run_dir)
+    text = run_summary(run_files(run_dir))
     total = sum(COUNTS)
     for k, n in enumerate(COUNTS):
         assert f"{k + 1:5d}  {n:>9}  {100 * n / total:7.1f}" in text
     assert "(empty)" in text
     assert f"{total} particles" in text
-    assert "iterations run: 3 (last: iter_002), converged" in text
+    assert "classes from iteration 2 (iter_002), converged" in text
     assert "final log-likelihood: -900000" in text
     assert f"box {BOX}^3 voxels, {SAMPLING:.4g} Å/voxel (edge {BOX * SAMPLING:.1f} Å)" in text
     assert str(run_dir / "significant/volume.mrc") in text
-    assert "iterations run: 4 (last: iter_004)" in text
+    assert "volume from iteration 4 (iter_004)" in text
     assert "50 assignments of 10 images" in text
-    assert str(run_dir / "plots/volume.png") in text
+    assert str(run_dir / "plots/volume.png") in text and "missing.png" not in text
+
+
+def test_run_summary_describes_the_final_files_not_the_newest_folder(run_dir):
+    # max_iterations lowered from 2 to 1: iter_002 is still on disk, the classes come from 1
+    text = run_summary(run_files(run_dir, ml2d_iteration=1, significant_iteration=3))
+    assert "classes from iteration 1 (iter_001), not converged" in text
+    assert "final log-likelihood: -950000" in text
+    assert "volume from iteration 3 (iter_003)" in text
 
 
 def test_run_summary_skips_what_is_missing(tmp_path, rng):
-    assert "no outputs yet" in run_summary(tmp_path)
+    assert "no outputs yet" in run_summary(run_files(tmp_path))
     write_significant(tmp_path, rng)
     (tmp_path / "significant/angles.star").unlink()
-    text = run_summary(tmp_path)
+    text = run_summary(run_files(tmp_path))
     assert "ML2D" not in text and "angles:" not in text
     assert f"box {BOX}^3 voxels" in text
     (tmp_path / "significant/iter_004/stats.json").write_text("{broken")
-    assert "could not read part of" in run_summary(tmp_path)
+    assert "could not read part of" in run_summary(run_files(tmp_path))

@@ -1,5 +1,5 @@
 """The whole workflow on a tiny demo: demo -> ML2D -> Reconstruct Significant -> figures ->
-summary -> Snakemake report; and which config changes make Snakemake recompute what."""
+summary -> Snakemake report (what reruns after which change: tests/test_workflow_rerun.py)."""
 
 from __future__ import annotations
 
@@ -74,43 +74,3 @@ def test_report_builds(run_folder):
     for name in ("gallery.png", "convergence.png", "volume.png", "angular_distribution.png",
                  "progress.png"):
         assert name in html
-
-
-def _jobs(dry_run_output: str) -> dict[str, int]:
-    """Job counts from the 'Job stats' table of a dry run."""
-    counts, table = {}, False
-    for line in dry_run_output.splitlines():
-        if line.startswith("job ") and "count" in line:
-            table = True
-            continue
-        if table:
-            parts = line.split()
-            if len(parts) == 2 and parts[1].isdigit():
-                counts[parts[0]] = int(parts[1])
-            elif parts and parts[0] == "total":
-                break
-    return counts
-
-
-def test_algorithm_change_recomputes_from_the_right_place(run_folder):
-    folder, _ = run_folder
-    assert _jobs(snakemake(folder, "-n").stdout) == {}  # complete: nothing to do
-    # a Reconstruct Significant key: ML2D is kept, significant reruns from iteration 1
-    (folder / "config.yaml").write_text(CONFIG.replace("iterations: 3,", "iterations: 3, "
-                                                       "alphaF: 99.0,"))
-    jobs = _jobs(snakemake(folder, "-n").stdout)
-    assert "ml2d_estep" not in jobs and "ml2d_mstep" not in jobs
-    assert jobs.get("significant_iteration") == 3 and jobs.get("significant_start") == 1
-    # an ML2D key: everything from ML2D iteration 0 onwards
-    (folder / "config.yaml").write_text(CONFIG.replace("classes: 3,", "classes: 3, "
-                                                       "psi_step: 10.0,"))
-    jobs = _jobs(snakemake(folder, "-n").stdout)
-    assert jobs.get("ml2d_start") == 1 and jobs.get("ml2d_estep", 0) >= 2
-    # raising max_iterations continues the chain: no completed iteration is redone
-    (folder / "config.yaml").write_text(CONFIG.replace("max_iterations: 3", "max_iterations: 4"))
-    jobs = _jobs(snakemake(folder, "-n").stdout)
-    assert "ml2d_start" not in jobs
-    # threads and backend are not algorithm keys: nothing to do
-    (folder / "config.yaml").write_text(CONFIG.replace("threads: 1", "threads: 2"))
-    assert _jobs(snakemake(folder, "-n").stdout) == {}
-    (folder / "config.yaml").write_text(CONFIG)

@@ -190,6 +190,26 @@ def read_stack(path: Path, sampling: float | None):
     return particles, optics, None
 
 
+def describe(source) -> tuple[int, list[str]]:
+    """``(number of particles, image stacks)`` of ``source`` for building the workflow: the
+    stacks are resolved as the import resolves them; ones that cannot be found are left out
+    (the import job names them). Nothing is validated here."""
+    path = Path(source)
+    fmt = detect_format(str(source))
+    if fmt == "mrc":
+        return int(mrc.header_info(path)["shape"][0]), []
+    reader = {"star": read_relion, "xmd": read_xmd, "cs": read_cryosparc}[fmt]
+    particles, _, base = reader(path)
+    stacks = []
+    if "rlnImageName" in particles and len(particles):
+        for p in pd.unique(star.split_image_names(particles["rlnImageName"])[1]):
+            try:
+                stacks.append(str(resolve_stack(p, base, path)))
+            except InputError:
+                continue
+    return int(len(particles)), stacks
+
+
 # --- canonical table and validation -----------------------------------------------------------
 
 

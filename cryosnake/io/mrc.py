@@ -15,6 +15,14 @@ import numpy as np
 from cryosnake.atomic import atomic_path
 
 
+def _label(mrc) -> None:
+    """One header label naming cryosnake (mrcfile's names the time: same data, other bytes)."""
+    from cryosnake import __version__
+
+    mrc.header.label[0] = f"{'Created by cryosnake':40s}{__version__:>39s} ".encode()
+    mrc.header.nlabl = 1
+
+
 def write_stack(path, images, sampling: float) -> None:
     """Write ``images`` (``[n, y, x]``) as a float32 MRC image stack (ispg 0, ``.mrcs``)."""
     images = np.ascontiguousarray(images, dtype=np.float32)
@@ -26,6 +34,7 @@ def write_stack(path, images, sampling: float) -> None:
             mrc.set_image_stack()
             mrc.voxel_size = float(sampling)
             mrc.update_header_stats()
+            _label(mrc)
 
 
 def write_volume(path, volume, sampling: float) -> None:
@@ -37,6 +46,7 @@ def write_volume(path, volume, sampling: float) -> None:
             mrc.set_volume()
             mrc.voxel_size = float(sampling)
             mrc.update_header_stats()
+            _label(mrc)
 
 
 def read(path) -> np.ndarray:

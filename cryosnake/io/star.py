@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import starfile
 
-from cryosnake.atomic import atomic_path
+from cryosnake.atomic import write_text
 from cryosnake.errors import InputError
 
 #: Per-particle columns that RELION 3.1 keeps in the optics table.
@@ -92,17 +92,25 @@ def merge_optics(particles: pd.DataFrame, optics: pd.DataFrame | None) -> pd.Dat
     return merged
 
 
+def write_blocks(path, blocks: dict[str, pd.DataFrame]) -> None:
+    """Write STAR data blocks atomically. The first line names cryosnake and its version
+    instead of starfile's time stamp, so the same results give the same bytes."""
+    from cryosnake import __version__
+
+    text = starfile.to_string(blocks, float_format="%.6f")
+    if text.startswith("# Created by the starfile"):
+        text = text[text.index("\n") + 1:]
+    write_text(path, f"# cryosnake {__version__}\n{text}")
+
+
 def write_particles(path, particles: pd.DataFrame, optics: pd.DataFrame) -> None:
     """Write a RELION 3.1 particle STAR (optics + particles) atomically."""
-    with atomic_path(path, suffix=".star") as tmp:
-        starfile.write({"optics": optics, "particles": particles}, tmp, overwrite=True,
-                       float_format="%.6f")
+    write_blocks(path, {"optics": optics, "particles": particles})
 
 
 def write_table(path, table: pd.DataFrame, block: str) -> None:
     """Write one table as ``data_<block>`` atomically."""
-    with atomic_path(path, suffix=".star") as tmp:
-        starfile.write({block: table}, tmp, overwrite=True, float_format="%.6f")
+    write_blocks(path, {block: table})
 
 
 def split_image_names(names) -> tuple[np.ndarray, np.ndarray]:

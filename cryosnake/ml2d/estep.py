@@ -153,9 +153,15 @@ class _Context:
         if settings.fast:
             # B'_kjf(r) = B_kj(F_f^{-1} r): the rotated reference seen in the raw image frame
             bimg = backend.permute_images(flat, FLIP_MATRICES[INVERSE_FLIP[: self.F]])
-            self.bimg = np.ascontiguousarray(
-                bimg.reshape(self.K, self.n_psi, self.F, self.D).transpose(0, 2, 1, 3)
-            )  # [K, F, n_psi, D]
+            bimg = bimg.reshape(self.K, self.n_psi, self.F // 4, 4 * self.D)
+            # per (k, mu): its 4 n_psi references [q, j] as projection operands
+            self.projection_ops = [
+                [backend.ml2d_projection_operands(
+                    bimg[k, :, mu].reshape(self.n_psi, 4, self.D).transpose(1, 0, 2)
+                    .reshape(4 * self.n_psi, self.D),
+                    self.dtype) for mu in range(self.F // 4)]
+                for k in range(self.K)
+            ]
 
 
 def _fast_significance(ctx: _Context, X, X2p, scale, bg, offsets) -> np.ndarray:
@@ -187,9 +193,8 @@ def _fast_significance(ctx: _Context, X, X2p, scale, bg, offsets) -> np.ndarray:
         sel = order[edges[g] : edges[g + 1]]
         if sel.size:  # per (k, mu): centred images . its 4 n_psi rotated references
             k, mu = divmod(g, n_mu)
-            refs = ctx.bimg[k, 4 * mu : 4 * mu + 4].reshape(4 * n_psi, ctx.D)
             c[sel] = ctx.backend.ml2d_shifted_projections(
-                Xc, ii[sel], -t[ii[sel], k, mu], refs
+                Xc, ii[sel], -t[ii[sel], k, mu], ctx.projection_ops[k][mu]
             ).reshape(-1, 4, n_psi)
     s = scale[ii]
     d = (

@@ -57,7 +57,7 @@ class ML2DSettings:
     offset_std: float = 3.0
     eps: float = 5e-5
     max_iterations: int = 100
-    seed: int = 0
+    seed: int = 1
     fast_C: float = 1e-12
     zero_offsets: bool = False
     fix_sigma_noise: bool = False

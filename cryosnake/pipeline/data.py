@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from cryosnake import demo
@@ -44,21 +42,6 @@ def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=Fals
     print(f"imported {summary['n_particles']} particles of {summary['box']} px at "
           f"{summary['sampling']} Å/px from {source} ({summary['format']}); CTF: {has_ctf}")
     return summary
-
-
-def count_particles(source) -> int:
-    """Number of particles in ``source`` without validating anything (DAG construction)."""
-    fmt = importers.detect_format(str(source))
-    path = Path(source)
-    if fmt == "star":
-        return len(importers.read_relion(path)[0])
-    if fmt == "xmd":
-        return len(importers.read_xmd(path)[0])
-    if fmt == "cs":
-        return len(np.load(path, mmap_mode="r"))
-    from cryosnake.io import mrc
-
-    return mrc.header_info(path)["shape"][0]
 
 
 def read_summary(path) -> dict:

@@ -37,6 +37,12 @@ def use_package_from(folder) -> None:
     os.environ["PYTHONPATH"] = os.pathsep.join([str(folder), *rest])
 
 
+def job_backend(resources) -> str:
+    """The kernel backend of a job: ``cuda`` when the rule gave it a GPU (its ``gpu``
+    resource, set from ``compute.backend`` at start-up), else ``cpu``."""
+    return "cuda" if int(getattr(resources, "gpu", 0) or 0) > 0 else "cpu"
+
+
 def set_threads(threads: int) -> None:
     """Limit numba and BLAS/FFT threads to the rule's ``threads``."""
     threads = max(1, int(threads))

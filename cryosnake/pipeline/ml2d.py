@@ -42,8 +42,9 @@ def settings_from_config(ml2d: dict) -> ML2DSettings:
     <cryosnake.mlf2d.MLF2DSettings>` with ``fourier``)."""
     common = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
                   fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
-                  offset_std=ml2d["offset_std"], max_iterations=ml2d["max_iterations"],
-                  seed=ml2d["seed"])
+                  offset_std=ml2d["offset_std"], seed=ml2d["seed"])
+    if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
+        common["max_iterations"] = ml2d["max_iterations"]
     if ml2d.get("fourier"):
         return mlf2d.MLF2DSettings(**common, ctf_correction=ml2d["ctf_correction"],
                                    phase_flipped=ml2d["phase_flipped"],

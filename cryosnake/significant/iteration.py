@@ -77,7 +77,7 @@ class SignificantSettings:
     fisher: bool = True
     target_resolution: float = 0.0
     keep_intermediate: bool = False
-    seed: int = 0
+    seed: int = 1
 
     def __post_init__(self):
         self.validate()

@@ -1,15 +1,22 @@
-# Shared set-up: configuration checks at start-up, paths, chunking.
+# Shared set-up: configuration checks at start-up, paths, chunking, what each rule depends on.
+#
+# Every file a job reads is a declared input and every config value it reads is a param, so
+# Snakemake reruns exactly what a change touches: image stacks and reference files are inputs,
+# the algorithm keys of each stage and a fingerprint of the cryosnake code the job runs
+# (cryosnake.provenance) are params. compute.* keys are not params (threads and the backend
+# change no numbers; the backend reaches a job as its `gpu` resource).
 import json
 
 from snakemake.exceptions import WorkflowError
 
 from cryosnake import config as cs_config
 from cryosnake.errors import InputError
+from cryosnake.io.importers import describe
 from cryosnake.io.particles import n_chunks
-from cryosnake.pipeline.data import count_particles
+from cryosnake.provenance import code_version
 
 try:
-    cs_config.validate(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    cs_config.validate(config, CRYOSNAKE_DIR / "config" / "schema.yaml")
     cs_config.check(config)
     # on a cluster the GPU is on the compute nodes, not necessarily on the submitting host
     BACKEND = cs_config.check_backend(config, on_this_host=workflow.local_exec)
@@ -17,27 +24,49 @@ except InputError as err:
     raise WorkflowError(f"cryosnake: {err}")
 
 OUT = config["outdir"]
-ENVS = Path(workflow.basedir) / "envs"
+ENVS = CRYOSNAKE_DIR / "envs"
 THREADS = config["compute"]["threads"]
 CHUNK_SIZE = config["compute"]["chunk_size"]
 # GPUs per job for the rules that run kernels (E-steps, Significant's start and iterations):
-# the `gpu` resource schedules them on GPU nodes (SLURM: --gpus) and, locally, limits how
-# many run at once with `--resources gpu=N`.
+# the `gpu` resource schedules them on GPU nodes (SLURM: --gpus), limits how many run at once
+# locally (`--resources gpu=N`) and tells the job which backend to use (1: cuda, 0: cpu).
 GPUS = 1 if BACKEND == "cuda" else 0
 
+# Fingerprints of the code behind each family of rules (package version + source hash).
+CODE = {
+    "data": code_version("cryosnake.pipeline.data"),
+    "ml2d": code_version("cryosnake.pipeline.ml2d"),
+    "significant": code_version("cryosnake.pipeline.significant"),
+    "plots": code_version("cryosnake.plots"),
+    "summary": code_version("cryosnake.summary"),
+}
 
-def _n_particles():
+
+def _describe_particles():
+    """(number of particles, image stacks) of the input, read at start-up."""
     if config["particles"] == "demo":
-        return config["demo"]["n_particles"]
+        return config["demo"]["n_particles"], [f"{OUT}/demo/particles.mrcs"]
     try:
-        return count_particles(config["particles"])
+        return describe(config["particles"])
     except InputError as err:
         raise WorkflowError(f"cryosnake: {err}")
 
 
-N_PARTICLES = _n_particles()
+N_PARTICLES, INPUT_STACKS = _describe_particles()
 N_CHUNKS = n_chunks(N_PARTICLES, CHUNK_SIZE)
 CHUNKS = [f"{c:04d}" for c in range(N_CHUNKS)]
+
+
+def image_files(path):
+    """A user file of images (MRC stack, or STAR naming images) and the stacks it names."""
+    if path is None:
+        return []
+    if str(path).endswith(".star"):
+        try:
+            return [path, *describe(path)[1]]
+        except InputError as err:
+            raise WorkflowError(f"cryosnake: {err}")
+    return [path]
 
 
 wildcard_constraints:
@@ -47,13 +76,19 @@ wildcard_constraints:
 
 def read_json(path):
     with open(path) as fh:
-        return json.load(fh)
+        try:
+            return json.load(fh)
+        except ValueError as err:
+            raise WorkflowError(
+                f"cryosnake: {path} cannot be read ({err}). Delete it and run again: the step "
+                "that wrote it is recomputed.")
 
 
 # --- ML2D -----------------------------------------------------------------------------------
 
 ML2D = f"{OUT}/ml2d"
 ML2D_GENERATE = not config["ml2d"]["references"]
+ML2D_MAX_ITERATIONS = config["ml2d"]["max_iterations"]
 INPUT_STAR = f"{OUT}/input/particles.star"
 INPUT_SUMMARY = f"{OUT}/input/summary.json"
 
@@ -96,11 +131,22 @@ def estep_mem_mb(wildcards, input):
 
 
 def ml2d_final_iteration():
-    """Walk the M-step checkpoints: the first converged iteration, or max_iterations."""
+    """The iteration the final outputs come from: the first converged one, or max_iterations.
+
+    Every M-step is a checkpoint. An iteration whose model.json is on disk is read through
+    checkpoints.get, so Snakemake uses it only once it knows the file is current (same
+    config and code). The first iteration without a model.json is returned as a plain file:
+    the final rule then depends on it like on any missing input, so raising max_iterations
+    after a finished run continues the chain (a checkpoint target would not be checked for
+    reruns while the final outputs exist), and lowering it picks the earlier iteration.
+    """
     i = 1
     while True:
-        model = checkpoints.ml2d_mstep.get(iter=f"{i:03d}").output.model
-        if i >= config["ml2d"]["max_iterations"] or read_json(model)["converged"]:
+        model = f"{ML2D}/iter_{i:03d}/model.json"
+        if not Path(model).exists():
+            return i
+        checkpoints.ml2d_mstep.get(iter=f"{i:03d}")
+        if i >= ML2D_MAX_ITERATIONS or read_json(model)["converged"]:
             return i
         i += 1
 
@@ -122,11 +168,15 @@ SIG = f"{OUT}/significant"
 SIG_ITERATIONS = config["significant"]["iterations"]
 
 
-def significant_algorithm_params():
-    """The significant keys that change the numbers (keep_intermediate only keeps files)."""
-    keys = dict(config["significant"])
-    keys.pop("keep_intermediate")
-    return keys
+def significant_algorithm_params(*keys):
+    """The significant keys that change the numbers (keep_intermediate only keeps files), or
+    only ``keys`` (the preparation and the start read few of them).
+
+    `iterations` is one of them: the alpha schedule reaches alphaF on the last iteration, so
+    every iteration's significance depends on it."""
+    params = dict(config["significant"])
+    params.pop("keep_intermediate")
+    return {k: params[k] for k in keys} if keys else params
 
 
 def significant_keep(path):
@@ -139,7 +189,8 @@ def significant_prepare_inputs(wildcards):
     if config["significant"]["input"] == "ml2d":
         return {"averages": f"{OUT}/ml2d/classes.mrcs",
                 "classes_star": f"{OUT}/ml2d/classes.star"}
-    return {"averages": config["significant"]["input"]}
+    return {"averages": config["significant"]["input"],
+            "images": image_files(config["significant"]["input"])[1:]}
 
 
 def significant_start_inputs(wildcards):

@@ -1,4 +1,6 @@
 # Input data: the built-in demo dataset and the import of any supported particle format.
+# The image stacks the particles point to are inputs: a stack overwritten in place reruns the
+# import and everything after it.
 
 
 rule demo_data:
@@ -10,6 +12,7 @@ rule demo_data:
         views=f"{OUT}/demo/views.mrcs",
     params:
         demo=config["demo"],
+        code=CODE["data"],
     log:
         f"{OUT}/logs/demo_data.log",
     benchmark:
@@ -25,13 +28,17 @@ rule demo_data:
 
 rule import_particles:
     input:
-        f"{OUT}/demo/particles.star" if config["particles"] == "demo" else config["particles"],
+        source=(
+            f"{OUT}/demo/particles.star" if config["particles"] == "demo" else config["particles"]
+        ),
+        stacks=INPUT_STACKS,
     output:
         star=f"{OUT}/input/particles.star",
         summary=f"{OUT}/input/summary.json",
     params:
         sampling=config["sampling"],
         require_ctf=config["ml2d"]["fourier"] and config["ml2d"]["ctf_correction"],
+        code=CODE["data"],
     log:
         f"{OUT}/logs/import_particles.log",
     benchmark:

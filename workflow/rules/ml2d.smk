@@ -1,11 +1,14 @@
 # ML2D / MLF2D: one E-step job per particle chunk and iteration, one M-step per iteration.
 # The M-step is a checkpoint: after each one the final-iteration function reads model.json
 # and either asks for the next iteration or stops (converged, or ml2d.max_iterations).
-# A rerun resumes after the last completed M-step; nothing completed is recomputed.
+# A rerun resumes after the last completed M-step; nothing completed is recomputed. Raising
+# max_iterations after a finished run continues from its last iteration, lowering it takes
+# the outputs of an earlier one (ml2d_final_iteration in common.smk).
 
 rule ml2d_start:
     input:
         particles=INPUT_STAR,
+        references=image_files(config["ml2d"]["references"]),
     output:
         model=f"{ML2D}/start/model.json" if ML2D_GENERATE else f"{ML2D}/iter_000/model.json",
         references=(
@@ -16,6 +19,7 @@ rule ml2d_start:
     params:
         ml2d=ml2d_algorithm_params(),
         chunk_size=CHUNK_SIZE,
+        code=CODE["ml2d"],
     log:
         f"{ML2D}/logs/start.log",
     benchmark:
@@ -40,6 +44,7 @@ rule ml2d_estep:
     params:
         ml2d=ml2d_algorithm_params(),
         chunk_size=CHUNK_SIZE,
+        code=CODE["ml2d"],
     log:
         f"{ML2D}/logs/iter_{{iter}}/estep_{{chunk}}.log",
     benchmark:
@@ -66,6 +71,7 @@ checkpoint ml2d_mstep:
         references=f"{ML2D}/iter_{{iter}}/references.mrcs",
     params:
         ml2d=ml2d_algorithm_params(),
+        code=CODE["ml2d"],
     log:
         f"{ML2D}/logs/iter_{{iter}}/mstep.log",
     benchmark:
@@ -93,6 +99,7 @@ rule ml2d:
         model=f"{ML2D}/model.json",
     params:
         ml2d=ml2d_algorithm_params(),
+        code=CODE["ml2d"],
     log:
         f"{ML2D}/logs/final.log",
     benchmark:

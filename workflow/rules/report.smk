@@ -15,6 +15,8 @@ rule ml2d_plots:
             caption="../report/ml2d_convergence.rst",
             category="ML2D",
         ),
+    params:
+        code=CODE["plots"],
     log:
         f"{OUT}/logs/ml2d_plots.log",
     benchmark:
@@ -49,6 +51,8 @@ rule significant_plots:
             caption="../report/progress.rst",
             category="Reconstruct Significant",
         ),
+    params:
+        code=CODE["plots"],
     log:
         f"{OUT}/logs/significant_plots.log",
     benchmark:
@@ -64,10 +68,23 @@ rule significant_plots:
 
 rule summary:
     input:
-        ml2d=f"{OUT}/ml2d/particles.star",
-        plots=[f"{OUT}/ml2d/gallery.png", f"{SIG}/volume.png"],
+        ml2d_model=f"{ML2D}/model.json",
+        classes=f"{ML2D}/classes.mrcs",
+        classes_star=f"{ML2D}/classes.star",
+        volume=f"{SIG}/volume.mrc",
+        angles=f"{SIG}/angles.star",
+        significant_stats=f"{SIG}/iter_{SIG_ITERATIONS:03d}/stats.json",
+        plots=[
+            f"{ML2D}/gallery.png",
+            f"{ML2D}/convergence.png",
+            f"{SIG}/volume.png",
+            f"{SIG}/angular_distribution.png",
+            f"{SIG}/progress.png",
+        ],
     output:
         f"{OUT}/summary.txt",
+    params:
+        code=CODE["summary"],
     log:
         f"{OUT}/logs/summary.log",
     resources:

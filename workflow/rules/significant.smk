@@ -1,5 +1,6 @@
 # Reconstruct Significant: one job per iteration; the alpha schedule runs from alpha0 to
-# alphaF over `iterations`. Intermediate volumes/angles are temporary unless keep_intermediate.
+# alphaF over `iterations`, so changing `iterations` recomputes every iteration (the 2D
+# classes are kept). Intermediate volumes/angles are temporary unless keep_intermediate.
 
 
 rule significant_prepare:
@@ -9,7 +10,9 @@ rule significant_prepare:
         averages=f"{SIG}/input/averages.mrcs",
         info=f"{SIG}/input/info.json",
     params:
-        significant=significant_algorithm_params(),
+        significant=significant_algorithm_params("input", "target_resolution"),
+        sampling=config["sampling"],
+        code=CODE["significant"],
     log:
         f"{SIG}/logs/prepare.log",
     benchmark:
@@ -29,7 +32,8 @@ rule significant_start:
     output:
         volume=significant_keep(f"{SIG}/iter_000/volume.mrc"),
     params:
-        significant=significant_algorithm_params(),
+        significant=significant_algorithm_params("reference", "target_resolution", "seed"),
+        code=CODE["significant"],
     log:
         f"{SIG}/logs/start.log",
     benchmark:
@@ -56,6 +60,7 @@ rule significant_iteration:
         stats=f"{SIG}/iter_{{iter}}/stats.json",
     params:
         significant=significant_algorithm_params(),
+        code=CODE["significant"],
     log:
         f"{SIG}/logs/iter_{{iter}}.log",
     benchmark:
@@ -82,6 +87,8 @@ rule significant:
     output:
         volume=f"{SIG}/volume.mrc",
         angles=f"{SIG}/angles.star",
+    params:
+        code=CODE["significant"],
     log:
         f"{SIG}/logs/final.log",
     benchmark:

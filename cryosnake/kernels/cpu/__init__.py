@@ -9,6 +9,15 @@ Each submodule owns one family of kernels and lists them in its ``__all__``:
 * ``align``  - gallery alignment for Reconstruct Significant
 * ``linalg`` - dense (batched) matrix products (Significant's ring correlations, MLF2D's
   per-class products)
+
+Reproducibility: no kernel is compiled with fast-math. With fast-math flags (contraction into
+fused multiply-adds, reassociation) numba's cached object code and the code it compiles
+afresh differ in the last bits, so a run with a cold cache gave other numbers than the same
+run with a warm one (issue 13). The reductions that needed reassociation to vectorise keep
+independent partial sums or vectorise over another axis instead, so every kernel gives the
+same bits whatever the cache state and the number of threads (``tests/test_reproducible.py``);
+numba's code no longer depends on the CPU's vector width either (FFTs and BLAS may). Jitted
+helpers called by other kernels are ``inline="always"``.
 """
 
 from .align import *  # noqa: F401,F403

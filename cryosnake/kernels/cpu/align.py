@@ -87,7 +87,7 @@ def blas_single_thread():
             set_(max(1, int(n)))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True)
 def refine_rotational_peaks(C, D, coarse, side, n_phi, newton_steps):
     """Per image x direction: best ``psi`` (radians) and sub-grid shift offset, with values.
 
@@ -156,7 +156,7 @@ def refine_rotational_peaks(C, D, coarse, side, n_phi, newton_steps):
     return psi_out, dx_out, dy_out, c_out, d_out
 
 
-@njit(cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _newton(C, base, tsel, psi, am, steps, step_c):
     """Newton steps on ``c(psi)`` per direction (row ``base + tsel[d]``), bounded steps."""
     n_m = C.shape[0]
@@ -199,7 +199,7 @@ def _newton(C, base, tsel, psi, am, steps, step_c):
             psi[d] += delta
 
 
-@njit(cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _evaluate(C, D, base, psi, am, vals, dvals, use_d):
     """``vals[t, d] = c_t(psi_d)`` for every shift ``t`` (and ``D``'s when ``use_d``)."""
     n_m = C.shape[0]
@@ -231,7 +231,7 @@ def _evaluate(C, D, base, psi, am, vals, dvals, use_d):
             zr[d] = nr
 
 
-@njit(inline="always", cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _quadratic_coefs(s0, sx, sy, sxy, sxx, syy):  # pragma: no cover - numba
     """``(a, b, c, d, e, f)`` of ``a + b x + c y + d x^2 + e x y + f y^2``, the least-squares
     fit on the 3 x 3 grid (positions -1, 0, 1) from the moments ``sum v``, ``sum x v``,
@@ -245,14 +245,14 @@ def _quadratic_coefs(s0, sx, sy, sxy, sxx, syy):  # pragma: no cover - numba
     return a, b, c, d, e, f
 
 
-@njit(inline="always", cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _quadratic_at(coefs, x, y):  # pragma: no cover - numba
     """The quadratic of :func:`_quadratic_coefs` ``coefs`` at ``(x, y)``."""
     a, b, c, d, e, f = coefs
     return a + b * x + c * y + d * x * x + e * x * y + f * y * y
 
 
-@njit(cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _quadratic_peak(v, dv, side):
     """Least-squares quadratic on a 3 x 3 grid (positions -1, 0, 1): peak and values there.
 
@@ -296,7 +296,7 @@ def _quadratic_peak(v, dv, side):
         txy += x * y * dv[t]
         txx += x * x * dv[t]
         tyy += y * y * dv[t]
-    # one pass for both fits: splitting it changes how LLVM (fastmath) reassociates the sums
+    # one pass for both fits (the values and their derivatives)
     coefs = _quadratic_coefs(s0, sx, sy, sxy, sxx, syy)
     _, b, c, d, e, f = coefs
     det = 4.0 * d * f - e * e

@@ -47,6 +47,7 @@ __all__ = [
     "ml2d_permuted_operands",
     "ml2d_reference_operands",
     "ml2d_block_correlations",
+    "ml2d_projection_operands",
     "ml2d_shifted_projections",
     "ml2d_block_weights",
     "ml2d_block_posteriors",
@@ -209,7 +210,7 @@ def _correlation_plan(n: int, half_width: int, dtype) -> tuple:
     return tuple(np.ascontiguousarray(a, a.dtype if a.dtype == np.int64 else dtype) for a in out)
 
 
-@njit(cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _dft_passes(ar, ai, n, lanes, stages, twr, twi, need_out, tr, ti):  # pragma: no cover
     """In-place inverse DFT along axis 0 of ``ar + i ai`` (``[n, >= lanes]``, input in the
     digit-reversed order of :func:`_dft_tables`), vectorised over the ``lanes`` columns; only
@@ -318,7 +319,7 @@ def _dft_passes(ar, ai, n, lanes, stages, twr, twi, need_out, tr, ti):  # pragma
                                 ai[idx, c] += cr * ti[r, c] + ci * tr[r, c]
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def _correlate_blocks(
     xs, bs, blk_x, blk_b, group, perm1, st1, tw1r, tw1i, perm2, st2, tw2r, tw2i, exr, exi, out
 ):  # pragma: no cover - numba
@@ -563,7 +564,7 @@ def _accumulation_plan(n: int, half_width: int, dtype) -> tuple:
     return tuple(np.ascontiguousarray(a, a.dtype if a.dtype == np.int64 else dtype) for a in out)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
+@njit(parallel=True, cache=True)
 def _accumulate_windows(
     gamma,
     rows,
@@ -812,77 +813,69 @@ def ml2d_window_sums(acc: np.ndarray, half_width: int) -> np.ndarray:
 
 
 _PROJ_PAIRS = 4  # shifted images per task of _shifted_projections (register blocking)
+_LANES = 8  # independent partial sums of the vectorised reductions (fixed summation order)
 
 
-@njit(parallel=True, cache=True, fastmath=True)
-def _shifted_projections(images, index, shifts, refs, out):  # pragma: no cover - numba
+@njit(parallel=True, cache=True)
+def _shifted_projections(images, index, shifts, refs_t, out):  # pragma: no cover - numba
+    # refs_t: [npx, nref] (transposed). Each dot product is a plain sum over pixels in pixel
+    # order; the loops vectorise over the references instead (no reassociation needed), so
+    # the result does not depend on the CPU, the compiler or the numba cache (kernels/cpu/jit.py).
     npair = index.shape[0]
-    nref = refs.shape[0]
+    nref = refs_t.shape[1]
     size = images.shape[1]
-    npx = size * size
-    zero = images.dtype.type(0.0)
     for task in prange((npair + _PROJ_PAIRS - 1) // _PROJ_PAIRS):
         p0 = task * _PROJ_PAIRS
         cnt = min(npair, p0 + _PROJ_PAIRS) - p0
-        y = np.zeros((_PROJ_PAIRS, npx), images.dtype)
-        for t in range(cnt):  # y[t] = Sh_v[images[index]], v = shifts (content moves by +v)
+        acc = np.zeros((_PROJ_PAIRS, nref), images.dtype)
+        for t in range(cnt):  # dot products of Sh_v[images[index]] (content moves by +v)
             src = images[index[p0 + t]]
             sx = shifts[p0 + t, 0] % size
             sy = shifts[p0 + t, 1] % size
+            a = acc[t]
             for row in range(size):
                 line = src[(row - sy) % size]
                 o = row * size
-                for col in range(sx, size):
-                    y[t, o + col] = line[col - sx]
-                for col in range(sx):
-                    y[t, o + col] = line[col - sx + size]
-        y0 = y[0]
-        y1 = y[1]
-        y2 = y[2]
-        y3 = y[3]
-        for r in range(0, nref, 2):  # 4 images x 2 references per sweep
-            ra = refs[r]
-            rb = refs[min(r + 1, nref - 1)]
-            a0 = a1 = a2 = a3 = b0 = b1 = b2 = b3 = zero
-            for q in range(npx):
-                u = ra[q]
-                v = rb[q]
-                a0 += y0[q] * u
-                a1 += y1[q] * u
-                a2 += y2[q] * u
-                a3 += y3[q] * u
-                b0 += y0[q] * v
-                b1 += y1[q] * v
-                b2 += y2[q] * v
-                b3 += y3[q] * v
-            for t in range(cnt):
-                out[p0 + t, r] = (a0, a1, a2, a3)[t]
-                if r + 1 < nref:
-                    out[p0 + t, r + 1] = (b0, b1, b2, b3)[t]
+                for col in range(size):
+                    v = line[(col - sx) % size]
+                    r_row = refs_t[o + col]
+                    for r in range(nref):
+                        a[r] += v * r_row[r]
+        for t in range(cnt):
+            for r in range(nref):
+                out[p0 + t, r] = acc[t, r]
+
+
+def ml2d_projection_operands(references: np.ndarray, dtype=np.float32) -> np.ndarray:
+    """Operands of :func:`ml2d_shifted_projections` for references ``[n_ref, N, N]`` (or
+    ``[n_ref, N*N]``): ``[N*N, n_ref]`` (transposed, ``dtype``). Build once per E-step."""
+    refs = np.asarray(references)
+    return np.ascontiguousarray(refs.reshape(refs.shape[0], -1).T, dtype=dtype)
 
 
 def ml2d_shifted_projections(
-    images: np.ndarray, index: np.ndarray, shifts_xy: np.ndarray, references: np.ndarray
+    images: np.ndarray, index: np.ndarray, shifts_xy: np.ndarray, reference_ops: np.ndarray
 ) -> np.ndarray:
     """``out[p, r] = <Sh_v[images[index[p]]], references[r]>`` with ``v = shifts_xy[p]``.
 
     Integer cyclic shifts as :func:`~cryosnake.kernels.cpu.roll_images` (content moves by
-    ``+v``, ``v = (vx, vy)`` px), dotted with every reference ``[n_ref, N, N]`` (or
-    ``[n_ref, N*N]``): the real-space distances of the fast-mode pre-selection (spec §1.12).
-    Shifted images are built on the fly in cache; parallel over images (numba), accumulated in
-    the dtype of ``images`` (like a GEMM). Returns ``[len(index), n_ref]``.
+    ``+v``, ``v = (vx, vy)`` px), dotted with every reference of ``reference_ops``
+    (:func:`ml2d_projection_operands`, the dtype of ``images``): the real-space distances of
+    the fast-mode pre-selection (spec §1.12). Parallel over images (numba); each product is a
+    sum over pixels in pixel order, in the dtype of ``images``. Returns
+    ``[len(index), n_ref]``.
     """
     images = np.ascontiguousarray(images)
-    size = images.shape[-1]
-    refs = np.ascontiguousarray(references, dtype=images.dtype).reshape(-1, size * size)
+    if reference_ops.dtype != images.dtype or reference_ops.shape[0] != images[0].size:
+        raise ValueError("reference operands differ from the images in dtype or size")
     index = np.ascontiguousarray(index, np.int64)
-    out = np.empty((index.shape[0], refs.shape[0]), dtype=images.dtype)
+    out = np.empty((index.shape[0], reference_ops.shape[1]), dtype=images.dtype)
     if index.size:
         _shifted_projections(
             images,
             index,
             np.ascontiguousarray(np.asarray(shifts_xy, np.int64).reshape(-1, 2)),
-            refs,
+            reference_ops,
             out,
         )
     return out
@@ -968,7 +961,7 @@ _LN2_HI = 6.93147180369123816490e-01  # Cody-Waite split of ln 2 (n * _LN2_HI ex
 _LN2_LO = 1.90821492927058770002e-10
 
 
-@njit(cache=True, fastmath={"contract"})
+@njit(inline="always", cache=True)
 def _exp(x):  # pragma: no cover - numba
     """``e^x`` (float64) within ~1 ulp of ``math.exp`` for ``x <= 709``, 0 below -746; made of
     arithmetic only so that loops calling it vectorise (libm's ``exp`` does not)."""
@@ -995,7 +988,7 @@ def _exp(x):  # pragma: no cover - numba
     return w if x > -746.0 else 0.0
 
 
-@njit(parallel=True, cache=True, fastmath={"reassoc", "contract", "nsz"})
+@njit(parallel=True, cache=True)
 def _block_posteriors(
     c,
     blk_const,
@@ -1017,17 +1010,21 @@ def _block_posteriors(
     img_offset,
 ):  # pragma: no cover - numba
     # pass 2: weights of the surviving blocks (rows blk_row >= 0 of the compact gamma)
-    # relative to the image maximum, then the posteriors and the expectations of §1.6.3
-    # (sums reassociated: float64 round-off only)
+    # relative to the image maximum, then the posteriors and the expectations of §1.6.3.
+    # The sums over translations run in _LANES independent partial sums, added in a fixed
+    # order at the end: they vectorise without fast-math, and the result does not depend on
+    # the compiler, the CPU or the numba cache (see kernels/cpu/jit.py).
     n_img = img_ptr.shape[0] - 1
     ww = c.shape[1]
+    body = ww - ww % _LANES
     for i in prange(n_img):
         b0 = img_ptr[i]
         b1 = img_ptr[i + 1]
         big = img_big[i]
+        lane_w = np.zeros(_LANES)
+        lane_noise = np.zeros(_LANES)
+        lane_off = np.zeros(_LANES)
         total = 0.0
-        noise = 0.0
-        off = 0.0
         for b in range(b0, b1):
             blk_wsum[b] = 0.0
             blk_count[b] = 0
@@ -1037,18 +1034,29 @@ def _block_posteriors(
             lp = blk_logprior[b]
             k0 = blk_const[b]
             k1 = blk_scale[b]
-            acc = 0.0
             cnt = 0
             for s in range(ww):  # branch-free: vectorises (with _exp)
                 dv = k0 - k1 * c[b, s]
                 w = _exp(lp + log_offset_prior[s] - dv * inv_sigma2 - big)
                 keep = w >= entry_cutoff
-                w = w if keep else 0.0
+                gamma[g, s] = w if keep else 0.0
                 cnt += keep
-                acc += w
-                noise += w * 2.0 * dv
-                off += w * shift_r2[s]
-                gamma[g, s] = w
+            for q in range(_LANES):
+                lane_w[q] = 0.0
+            for s0 in range(0, body, _LANES):
+                for q in range(_LANES):
+                    w = gamma[g, s0 + q]
+                    lane_w[q] += w
+                    lane_noise[q] += w * (k0 - k1 * c[b, s0 + q])
+                    lane_off[q] += w * shift_r2[s0 + q]
+            for s in range(body, ww):
+                w = gamma[g, s]
+                lane_w[0] += w
+                lane_noise[0] += w * (k0 - k1 * c[b, s])
+                lane_off[0] += w * shift_r2[s]
+            acc = 0.0
+            for q in range(_LANES):
+                acc += lane_w[q]
             blk_wsum[b] = acc
             blk_count[b] = cnt
             total += acc
@@ -1058,6 +1066,11 @@ def _block_posteriors(
             img_noise[i] = 0.0
             img_offset[i] = 0.0
             continue
+        noise = 0.0
+        off = 0.0
+        for q in range(_LANES):
+            noise += lane_noise[q]
+            off += lane_off[q]
         inv_total = 1.0 / total
         for b in range(b0, b1):
             g = blk_row[b]
@@ -1068,7 +1081,7 @@ def _block_posteriors(
             blk_wsum[b] *= inv_total
         img_logsum[i] = big + math.log(total)
         img_pmax[i] = inv_total
-        img_noise[i] = noise * inv_total
+        img_noise[i] = 2.0 * noise * inv_total
         img_offset[i] = off * inv_total
 
 

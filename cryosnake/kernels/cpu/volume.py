@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 
-import numba
 import numpy as np
 from numba import njit, prange
 
@@ -30,7 +29,7 @@ __all__ = [
 ]
 
 
-@njit(inline="always", cache=True, fastmath=True)
+@njit(inline="always", cache=True)
 def _cell(px, py, pz):  # pragma: no cover - numba
     """``(x0, y0, z0, fx, fy, fz)``: the lower grid corner of the cell holding ``p`` and the
     fractions inside it (trilinear weights ``f`` and ``1 - f``)."""
@@ -50,7 +49,7 @@ def _wrap(i, n):  # pragma: no cover - numba
     return i
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True)
 def fourier_slice_sample(vol_ft, rotations, coords):
     """Sample ``vol_ft`` on the central slices of ``rotations`` (trilinear interpolation).
 
@@ -95,6 +94,10 @@ def fourier_slice_sample(vol_ft, rotations, coords):
     return out
 
 
+_INSERT_MAX_GRIDS = 8  # partial grids of fourier_insert (its parallelism)
+_INSERT_GRID_BYTES = 1 << 30  # and at most this much memory for them
+
+
 def fourier_insert(values, coords, image_index, rotations, shifts, weights, sym_ops, pad_size,
                    sample_weights=None):
     """Weighted trilinear insertion of 2D Fourier samples into a half 3D grid (§3.8.1-3).
@@ -109,12 +112,18 @@ def fourier_insert(values, coords, image_index, rotations, shifts, weights, sym_
     multiply both num and den per 2D sample (density compensation).
 
     Returns ``(num, den)``: ``(P, P, P // 2 + 1)`` complex128 and float64, accumulated
-    ``num += w t X``, ``den += w t`` with trilinear coefficients ``t`` (per-thread partial sums
-    in single precision, interleaved per voxel, added in double); points with negative ``kx``
+    ``num += w t X``, ``den += w t`` with trilinear coefficients ``t`` (up to 8 partial sums by
+    rows in single precision, interleaved per voxel, added in a fixed order in double: the same
+    result for any number of threads); points with negative ``kx``
     are folded to ``-k`` (conjugated). The ``kx = 0`` plane is not yet Hermitian-completed
     (the caller adds its mirror).
     """
-    n_chunks = max(1, min(numba.get_num_threads(), len(image_index)))
+    # partial grids by rows (row r -> grid r mod n_chunks), added in order: their number
+    # depends on the grid size only, so the sums (and the volume) are the same bits whatever
+    # the number of threads; bounded by _INSERT_GRID_BYTES of float32 grids
+    grid_bytes = 16 * int(pad_size) ** 2 * (int(pad_size) // 2 + 1)
+    n_chunks = int(max(1, min(_INSERT_MAX_GRIDS, len(image_index),
+                              _INSERT_GRID_BYTES // grid_bytes)))
     if sample_weights is None:
         sample_weights = np.ones(coords.shape[0])
     kint = np.rint(np.asarray(coords)).astype(np.int64)
@@ -122,7 +131,7 @@ def fourier_insert(values, coords, image_index, rotations, shifts, weights, sym_
                            int(pad_size), n_chunks, np.asarray(sample_weights, np.float32))
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True)
 def _fourier_insert(values, kint, image_index, rotations, shifts, weights, sym_ops, pad_size,
                     n_chunks, sample_weights):
     P = pad_size
@@ -213,7 +222,7 @@ def rotate_volume(vol, matrix, shift):
     return out[0]
 
 
-@njit(cache=True, parallel=True, fastmath=True)
+@njit(cache=True, parallel=True)
 def rotate_volume_batch(vol, matrices, shifts):
     """:func:`rotate_volume` for many ``(matrix, shift)`` pairs: ``(n, Z, Y, X)`` float32.
 

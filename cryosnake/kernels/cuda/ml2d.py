@@ -515,28 +515,37 @@ def ml2d_block_correlations(
     return out
 
 
+def ml2d_projection_operands(references: np.ndarray, dtype=np.float32):
+    """Operands of :func:`ml2d_shifted_projections`: the references ``[n_ref, N*N]``
+    (``dtype``) on the device. Build once per E-step."""
+    refs = np.asarray(references)
+    return rt.to_device(np.ascontiguousarray(refs.reshape(refs.shape[0], -1), dtype=dtype))
+
+
 def ml2d_shifted_projections(
-    images: np.ndarray, index: np.ndarray, shifts_xy: np.ndarray, references: np.ndarray
+    images: np.ndarray, index: np.ndarray, shifts_xy: np.ndarray, reference_ops
 ) -> np.ndarray:
     """``out[p, r] = <Sh_v[images[index[p]]], references[r]>`` with ``v = shifts_xy[p]``
     (integer cyclic shifts, content moves by ``+v``): the fast-mode pre-selection (spec §1.12).
-    One thread per (image, reference), summed in the dtype of ``images``. ``[len(index),
-    n_ref]``."""
+    ``reference_ops`` from :func:`ml2d_projection_operands`. One thread per (image,
+    reference), summed in the dtype of ``images``. ``[len(index), n_ref]``."""
     images = np.ascontiguousarray(images)
-    size = images.shape[-1]
-    refs = np.ascontiguousarray(references, dtype=images.dtype).reshape(-1, size * size)
+    dref = reference_ops
+    n_ref = dref.shape[0]
+    if dref.dtype != images.dtype or dref.shape[1] != images[0].size:
+        raise ValueError("reference operands differ from the images in dtype or size")
     index = np.ascontiguousarray(index, np.int64)
     shifts = np.ascontiguousarray(np.asarray(shifts_xy, np.int64).reshape(-1, 2))
-    out = np.empty((index.shape[0], refs.shape[0]), dtype=images.dtype)
+    out = np.empty((index.shape[0], n_ref), dtype=images.dtype)
     if index.size == 0:
         return out
-    dimg, dref = rt.to_device(images), rt.to_device(refs)
+    dimg = rt.to_device(images)
     zero = images.dtype.type(0)
-    for a, b in rt.chunk_ranges(len(index), 16 + refs.shape[0] * images.itemsize):
-        dout = rt.device_empty((b - a, refs.shape[0]), images.dtype)
+    for a, b in rt.chunk_ranges(len(index), 16 + n_ref * images.itemsize):
+        dout = rt.device_empty((b - a, n_ref), images.dtype)
         rt.launch_items(
             _projections,
-            (b - a) * refs.shape[0],
+            (b - a) * n_ref,
             dimg,
             rt.to_device(index[a:b]),
             rt.to_device(shifts[a:b]),
