@@ -174,13 +174,15 @@ def test_sums_add_save_and_load(tmp_path):
     rng = np.random.default_rng(5)
     a = MLF2DSums.zeros(3, 16, 2)
     b = MLF2DSums(rng.normal(size=(3, 16, 16)), rng.random((3, 8)), rng.random(3),
-                  rng.random(3), rng.random((2, 8)), np.array([4.0, 6.0]), 1.5, -3.0, 2.0, 10)
+                  rng.random(3), rng.random((2, 8)), np.array([4.0, 6.0]), 1.5, -3.0, 2.0,
+                  np.array([3.0, 0.0, 7.0]), 10)
     total = sum([a, b, b])
     np.testing.assert_allclose(total.ref_sum, 2 * b.ref_sum)
     assert total.n_images == 20 and total.offset_sum == 3.0
     total.save(tmp_path / "s.npz")
     back = MLF2DSums.load(tmp_path / "s.npz")
     np.testing.assert_array_equal(back.noise_sum, total.noise_sum)
+    np.testing.assert_array_equal(back.best_count, [6.0, 0.0, 14.0])
     assert back.loglik_sum == -6.0 and isinstance(back.n_images, int)
     with pytest.raises(ValueError, match="shapes"):
         _ = a + MLF2DSums.zeros(2, 16, 2)
@@ -221,3 +223,44 @@ def test_e_step_sums_add_up_over_chunks():
         np.testing.assert_allclose(getattr(total, name), getattr(whole, name), rtol=1e-5,
                                    atol=1e-6 * np.abs(getattr(whole, name)).max())
     assert total.loglik_sum == pytest.approx(whole.loglik_sum, rel=1e-9)
+
+
+def test_per_class_wiener_filter_is_the_map_average():
+    """``class_filter``: each class ``F_k / (Den_k + 1 / tau2_k)`` with ``tau2_k = T <|A_prev|^2>``
+    of its own previous reference; the shared filter uses the weighted mean SSNR."""
+    rng = np.random.default_rng(2)
+    shell = np.array([0, 1, 1, 2, 2, 2])
+    num = rng.normal(size=(2, 6)) + 1j * rng.normal(size=(2, 6))
+    den = rng.uniform(0.5, 2.0, (2, 3))
+    prev = rng.normal(size=(2, 6)) + 1j * rng.normal(size=(2, 6))
+    weights = np.array([3.0, 1.0])
+    tau2 = np.stack([[2.0 * np.mean(np.abs(prev[k, shell == s]) ** 2) for s in range(3)]
+                     for k in range(2)])
+    got, ssnr = wiener_average(num, den, prev, weights, shell, per_class=True)
+    np.testing.assert_allclose(got, num / (den + 1.0 / tau2)[:, shell], rtol=1e-12)
+    np.testing.assert_allclose(ssnr, tau2 * den, rtol=1e-12)
+    common = (weights @ (tau2 * den)) / weights.sum()
+    shared, _ = wiener_average(num, den, prev, weights, shell)
+    np.testing.assert_allclose(shared, num / den[:, shell] * (common / (1 + common))[shell],
+                               rtol=1e-12)
+
+
+def test_adaptive_resolution_limits():
+    """``adaptive_resolution`` (:mod:`cryosnake.mlf2d.resolution`): start at
+    ``initial_resolution``; then the first shell whose weighted mean SSNR drops below 1 ends
+    ``l_prob``, at least ``floor``, at most ``l_high``; ``l_ext = l_prob + extension``."""
+    from cryosnake.mlf2d.resolution import data_ssnr, initial_limits, next_limits
+
+    s = MLF2DSettings(high_res_limit=8.0, adaptive_resolution=True, initial_resolution=32.0,
+                      extension_shells=3)
+    assert initial_limits(s, 64, 2.0) == (16, 4, 7)  # 64*2/8, 64*2/32, +3
+    assert initial_limits(s.replace(adaptive_resolution=False), 64, 2.0) == (16, -1, -1)
+    ssnr = np.array([[9.0, 5.0, 3.0, 2.0, 0.5, 4.0, 0.0],
+                     [9.0, 1.0, 1.0, 0.5, 0.5, 0.0, 0.0]])
+    # weights 3:1 -> mean SSNR 9, 4, 2.5, 1.625, 0.5, 3, 0: shells 1-3 >= 1, shell 4 < 1
+    assert next_limits(ssnr, np.array([3.0, 1.0]), 16, 1, 3) == (3, 6)
+    assert next_limits(ssnr, np.array([3.0, 1.0]), 5, 1, 3) == (3, 5)  # l_ext capped
+    assert next_limits(ssnr, np.array([3.0, 1.0]), 16, 4, 3) == (4, 7)  # floor
+    assert next_limits(ssnr, np.array([0.0, 1.0]), 16, 1, 2) == (2, 4)  # 1.0 counts
+    np.testing.assert_allclose(data_ssnr(np.array([[2.0, 0.1]]), np.array([[1.0, 4.0]])),
+                               [[1.0, 0.0]])

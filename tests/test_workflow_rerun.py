@@ -134,6 +134,9 @@ def test_numeric_keys_rerun_their_stage(run_folder):
     assert out == {"significant_start", "significant_iteration(iter=001)",
                    "significant_iteration(iter=002)", "significant", "significant_plots",
                    "summary", "all"}
+    configure(run_folder, ml2d={"max_iterations": 4}, significant={"min_class_share": 0.5})
+    out = jobs(snakemake(run_folder, "-n").stdout)
+    assert "significant_prepare" in out and not any(j.startswith("ml2d") for j in out)
     configure(run_folder, ml2d={"max_iterations": 4, "psi_step": 10.0})
     out = jobs(snakemake(run_folder, "-n").stdout)
     assert "ml2d_start" in out and estep(0, CHUNKS) <= out and "import_particles" not in out

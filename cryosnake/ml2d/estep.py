@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake.kernels import cpu as _cpu
+from cryosnake.masks import noise_pixels, particle_mask
 
 from .hypotheses import (
     FLIP_MATRICES,
@@ -127,6 +128,8 @@ class _Context:
         self.settings = settings
         self.n = model.image_size
         self.D = self.n * self.n
+        self.mask = particle_mask(self.n, settings.particle_diameter, model.sampling)
+        self.noise_pixels = noise_pixels(self.n, settings.particle_diameter, model.sampling)
         self.K = model.n_classes
         self.psi_deg, _ = psi_grid(settings.psi_step)
         self.n_psi = len(self.psi_deg)
@@ -284,6 +287,8 @@ def estep(
     for i0 in range(0, n, _PRESELECT_BATCH):
         i1 = min(n, i0 + _PRESELECT_BATCH)
         X = np.asarray(images[i0:i1], dtype=np.float64)
+        if ctx.mask is not None:  # the background takes no part in the comparison
+            X = X * ctx.mask
         X2 = (X**2).sum(axis=(1, 2))
         Xsum = X.sum(axis=(1, 2))
         scale = scale_all[i0:i1]
@@ -309,7 +314,8 @@ def estep(
     if settings.norm:
         ref_sum -= tot.ref_bg[:, None, None]
 
-    loglik = out["logsum"] - D * math.log(math.sqrt(2.0 * math.pi * ctx.sigma2))
+    loglik = out["logsum"] - ctx.noise_pixels * math.log(math.sqrt(2.0 * math.pi * ctx.sigma2))
+    cls = out["best_k"] if group_labels is None else group_labels
     sums = Sums(
         ref_sum=ref_sum,
         ref_denominator=tot.ref_den,
@@ -319,6 +325,7 @@ def estep(
         offset_sum=float(out["offset"].sum()),
         loglik_sum=float(loglik.sum()),
         pmax_sum=float(out["pmax"].sum()),
+        best_count=np.bincount(cls, minlength=k_out_total).astype(np.float64),
         scale_sum=float(out["s_new"].sum()),
         n_images=n,
     )
@@ -326,7 +333,6 @@ def estep(
     tx, ty = physical_offset(out["best_f"], out["best_sx"], out["best_sy"])
     mirror = (out["best_f"] >= 4).astype(np.int64)
     psi_out, ox, oy, mir = hypothesis_to_pose(theta, mirror, tx, ty)
-    cls = out["best_k"] if group_labels is None else group_labels
     assignments = {
         "class_number": cls.astype(np.int64) + 1,
         "psi_deg": psi_out,

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from cryosnake.masks import particle_mask
+
 from .model import ML2DModel
 from .settings import ML2DSettings
 
@@ -44,16 +46,26 @@ def _start(settings: ML2DSettings, k: int) -> dict:
     }
 
 
-def initial_model_from_average(average: np.ndarray, settings: ML2DSettings) -> ML2DModel:
-    """One-reference model (the average of all images) before iteration 0 (``iteration=-1``)."""
-    ref = np.asarray(average, dtype=np.float64).astype(np.float32).astype(np.float64)
-    return ML2DModel(references=ref[None], iteration=-1, **_start(settings, 1))
+def _masked(refs: np.ndarray, settings: ML2DSettings, sampling: float) -> np.ndarray:
+    mask = particle_mask(refs.shape[-1], settings.particle_diameter, sampling)
+    refs = refs if mask is None else refs * mask
+    return refs.astype(np.float32).astype(np.float64)
 
 
-def initial_model_from_references(references: np.ndarray, settings: ML2DSettings) -> ML2DModel:
+def initial_model_from_average(average: np.ndarray, settings: ML2DSettings,
+                               sampling: float = 1.0) -> ML2DModel:
+    """One-reference model (the average of all images) before iteration 0 (``iteration=-1``);
+    ``sampling``: Å/px (the scale of ``settings.particle_diameter``)."""
+    ref = _masked(np.asarray(average, dtype=np.float64)[None], settings, sampling)
+    return ML2DModel(references=ref, iteration=-1, sampling=sampling, **_start(settings, 1))
+
+
+def initial_model_from_references(references: np.ndarray, settings: ML2DSettings,
+                                  sampling: float = 1.0) -> ML2DModel:
     """Model from user references ``[K, N, N]`` (``iteration=0``; iteration 1 comes next)."""
     refs = np.asarray(references, dtype=np.float64)
     if refs.ndim == 2:
         refs = refs[None]
-    refs = refs.astype(np.float32).astype(np.float64)
-    return ML2DModel(references=refs, iteration=0, **_start(settings, refs.shape[0]))
+    refs = _masked(refs, settings, sampling)
+    return ML2DModel(references=refs, iteration=0, sampling=sampling,
+                     **_start(settings, refs.shape[0]))

@@ -30,6 +30,7 @@ class ML2DModel:
     * ``norm_scale_mean``: mean of the per-image scales found by the E-step that fed this model;
       the next E-step divides the stored ``s_i`` by it (norm model §1.13; 1 otherwise).
     * ``n_images``: number of images of that E-step.
+    * ``sampling``: pixel size (Å/px) of the references (the scale of ``particle_diameter``).
     """
 
     references: np.ndarray
@@ -45,6 +46,7 @@ class ML2DModel:
     class_weights: np.ndarray = field(default_factory=lambda: np.zeros(0))
     norm_scale_mean: float = 1.0
     n_images: int = 0
+    sampling: float = 1.0
 
     def __post_init__(self):
         self.references = np.asarray(self.references, dtype=np.float64)
@@ -93,6 +95,7 @@ class ML2DModel:
             "converged": bool(self.converged),
             "norm_scale_mean": float(self.norm_scale_mean),
             "n_images": int(self.n_images),
+            "sampling": float(self.sampling),
         }
 
     def save(self, model_json, references_mrcs, sampling: float) -> None:
@@ -127,4 +130,5 @@ class ML2DModel:
             class_weights=arr(d["class_weights"]),
             norm_scale_mean=float(d.get("norm_scale_mean", 1.0)),
             n_images=int(d.get("n_images", 0)),
+            sampling=float(d.get("sampling", 1.0)),
         )

@@ -6,6 +6,9 @@ import math
 
 import numpy as np
 
+from cryosnake.masks import noise_pixels, particle_mask
+
+from . import reseed
 from .model import ML2DModel
 from .settings import ML2DSettings
 from .sums import Sums
@@ -68,6 +71,7 @@ def updated_fields(model, sums, settings, refs: np.ndarray) -> dict:
         converged=converged,
         class_weights=weights,
         n_images=sums.n_images,
+        sampling=model.sampling,
     )
 
 
@@ -99,16 +103,22 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
       updated scales, which renormalises the mean scale to 1 (stored in ``norm_scale_mean`` for
       the next E-step, §1.13);
     * ``alpha_k = (n_k + n^mir_k) / Ntot``, ``m_k = n^mir_k / (n_k + n^mir_k)``;
-    * ``sigma^2 = sum E_noise / (Ntot D)``, ``xi^2 = sum E_off / (2 Ntot)``;
+    * ``sigma^2 = sum E_noise / (Ntot D)`` (``D``: the pixels, or ``sum M^2`` inside the
+      particle mask, whose flattening the references also get), ``xi^2 = sum E_off / (2 Ntot)``;
     * ``loglik = sum LL_i``, ``ave_pmax = sum Pmax_i / Ntot``;
     * signal change ``1000 delta_k`` and convergence (all ``delta_k < eps``; never at
-      iteration 0 or when the number of classes changes).
+      iteration 0 or when the number of classes changes);
+    * with ``reseed_fraction``, near-empty classes re-seeded from the largest
+      (:mod:`.reseed`; perturbation: white noise of variance ``sigma^2 / n_j``).
 
     References are rounded to float32 so that saving and re-loading the model is lossless.
     """
-    D = sums.image_size**2
+    D = noise_pixels(sums.image_size, settings.particle_diameter, model.sampling)
     ntot = float((sums.class_weight + sums.mirror_weight).sum())
     refs = update_references(sums)
+    mask = particle_mask(sums.image_size, settings.particle_diameter, model.sampling)
+    if mask is not None:  # solvent flattening
+        refs *= mask
     scale_mean = 1.0
     if settings.norm and sums.n_images > 0:
         scale_mean = sums.scale_sum / sums.n_images
@@ -118,8 +128,19 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
     sigma_noise = model.sigma_noise
     if not settings.fix_sigma_noise and ntot > 0:
         sigma_noise = math.sqrt(sums.noise_sum / (ntot * D))
+    fields = updated_fields(model, sums, settings, refs)
+    if reseed.active(settings, fields["iteration"]):
+        rng = reseed.rng(settings.seed, fields["iteration"])
+        weights = sums.class_weight + sums.mirror_weight
+
+        def perturbation(j: int) -> np.ndarray:  # the noise of a half-set average, sigma^2 / n_j
+            e = rng.normal(0.0, sigma_noise / math.sqrt(weights[j]), refs.shape[1:])
+            return e if mask is None else e * mask
+
+        split = reseed.pairs(sums.best_count, settings.reseed_fraction)
+        fields = reseed.reseed_fields(fields, split, perturbation)
     return ML2DModel(
-        **updated_fields(model, sums, settings, refs),
+        **fields,
         sigma_noise=sigma_noise,
         norm_scale_mean=scale_mean,
     )

@@ -51,12 +51,14 @@ def run_ml2d(
     chunk_size: int | None = None,
     backend=None,
     callback: Callable[[ML2DModel, dict], None] | None = None,
+    sampling: float = 1.0,
 ) -> tuple[ML2DModel, dict, list[ML2DModel]]:
     """Run ML2D to convergence (or ``max_iterations``, default ``settings.max_iterations``).
 
     ``references=None``: "generate classes" with ``settings.n_classes`` (§1.11), iteration 0
     included. Returns the last model, the last assignments and the list of models (history).
-    ``callback(model, assignments)`` is called after every M-step.
+    ``callback(model, assignments)`` is called after every M-step. ``sampling``: Å/px (the
+    scale of ``settings.particle_diameter``).
     """
     n = images.shape[0]
     iters = settings.max_iterations if max_iterations is None else int(max_iterations)
@@ -77,12 +79,12 @@ def run_ml2d(
         return model, assignments, states
 
     if references is None:
-        model = initial_model_from_average(image_sum(images) / n, settings)
+        model = initial_model_from_average(image_sum(images) / n, settings, sampling)
         labels = random_group_labels(n, settings.n_classes, settings.seed)
         states = [ParticleState.initial(b - a, 1, settings) for a, b in bounds]
         model, assignments, states = iterate(model, states, labels)
     else:
-        model = initial_model_from_references(references, settings)
+        model = initial_model_from_references(references, settings, sampling)
         states = [ParticleState.initial(b - a, model.n_classes, settings) for a, b in bounds]
     assert len(states) == n_chunks
     while model.iteration < iters and not model.converged:

@@ -31,6 +31,14 @@ class ML2DSettings:
     * ``seed``: seed for the random groups of "generate classes" (§1.11).
     * ``fix_sigma_noise``, ``fix_sigma_offset``, ``fix_fractions``: freeze those estimates
       (``fix_fractions`` freezes class and mirror fractions; Xmipp froze only the mirror ones).
+    * ``particle_diameter`` (Å, 0 = none): a soft circular mask (:mod:`cryosnake.masks`,
+      RELION's ``--particle_diameter``) on the images before they are compared with the
+      references, and on the references after every update; the noise is then estimated
+      inside the mask. Not available with ``norm``.
+    * ``reseed_fraction``, ``reseed_iterations``: re-seed a class whose weight falls below
+      ``reseed_fraction`` times the mean class weight from the largest class, in the M-steps
+      up to iteration ``reseed_iterations`` (:mod:`cryosnake.ml2d.reseed`; 0 = never, the
+      seed's behaviour: an emptied class stays empty).
     * ``window_factor``: translation half-width ``w = ceil(window_factor * max(1, xi))``
       (6, or 3 for Xmipp's ``--save_memB``); ``max_shift_px`` optionally caps ``w`` further.
 
@@ -65,6 +73,9 @@ class ML2DSettings:
     fix_fractions: bool = False
     window_factor: float = 6.0
     max_shift_px: int | None = None
+    particle_diameter: float = 0.0
+    reseed_fraction: float = 0.0
+    reseed_iterations: int = 10
     block_skip: float = 1e-8
     entry_cutoff: float = 1e-14
     precision: str = "single"
@@ -82,6 +93,15 @@ class ML2DSettings:
             raise ValueError(f"noise_std must be > 0, got {self.noise_std}")
         if self.offset_std < 0:
             raise ValueError(f"offset_std must be >= 0, got {self.offset_std}")
+        if self.particle_diameter < 0:
+            raise ValueError(f"particle_diameter must be >= 0 Å, got {self.particle_diameter}")
+        if not 0.0 <= self.reseed_fraction < 1.0:
+            raise ValueError(f"reseed_fraction must be in [0, 1), got {self.reseed_fraction}")
+        if self.reseed_iterations < 0:
+            raise ValueError(f"reseed_iterations must be >= 0, got {self.reseed_iterations}")
+        if self.norm and self.particle_diameter > 0:
+            raise ValueError("norm and particle_diameter cannot be combined (the per-image "
+                             "background of the norm model needs the whole image)")
 
     @property
     def real_dtype(self):

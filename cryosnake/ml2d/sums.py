@@ -66,6 +66,8 @@ class Sums(AdditiveStats):
     * ``noise_sum``: ``sum_i E_noise,i`` (squared intensity, ``sum gamma 2 d``).
     * ``offset_sum``: ``sum_i E_off,i`` (px^2).
     * ``loglik_sum``: ``sum_i LL_i`` (§1.9); ``pmax_sum``: ``sum_i Pmax_i``.
+    * ``best_count``: ``[K]`` particles whose most probable class is ``k`` (the class sizes
+      the user sees; re-seeding, :mod:`.reseed`).
     * ``scale_sum``: ``sum_i s_i`` of the updated scales (norm renormalisation; ``n`` otherwise).
     * ``n_images``: number of particles; ``image_size``: ``N``.
     """
@@ -78,6 +80,7 @@ class Sums(AdditiveStats):
     offset_sum: float
     loglik_sum: float
     pmax_sum: float
+    best_count: np.ndarray
     scale_sum: float
     n_images: int
 
@@ -92,6 +95,7 @@ class Sums(AdditiveStats):
             0.0,
             0.0,
             0.0,
+            np.zeros(n_classes),
             0.0,
             0,
         )

@@ -46,6 +46,7 @@ import math
 import numpy as np
 
 from cryosnake.kernels import cpu as _cpu
+from cryosnake.masks import particle_mask
 from cryosnake.ml2d.estep import hypothesis_log_priors, output_classes
 from cryosnake.ml2d.hypotheses import FLIP_MATRICES, log_offset_prior, psi_grid, total_angle
 from cryosnake.ml2d.poses import hypothesis_to_pose
@@ -76,7 +77,8 @@ class _Context:
         self.psi_deg, _ = psi_grid(settings.psi_step)
         self.n_psi = len(self.psi_deg)
         self.sampling = float(model.sampling)
-        self.pts = pts = PointSet.build(self.n, model.shell_high, model.shell_high)
+        self.mask = particle_mask(self.n, settings.particle_diameter, self.sampling)
+        self.pts = pts = PointSet.build(self.n, model.likelihood_shell, model.extension_shell)
         self.P = pts.n_prob
         self.L = pts.n_shells_ext
         self.tables = pts.flip_tables(self.F)
@@ -227,6 +229,7 @@ def estep(
     spectra = scatter_points(acc["num"], ctx.pts.kx, ctx.pts.ky, N)
     S = backend.irfft2(spectra.reshape(k_out_total * n_psi, N, N // 2 + 1), N)
     rot = backend.rotate_images(S, np.tile(ctx.psi_deg, k_out_total), order=3)
+    cls = out["k"] if group_labels is None else group_labels
     sums = MLF2DSums(
         ref_sum=rot.reshape(k_out_total, n_psi, N, N).sum(axis=1),
         ref_denominator=acc["den"],
@@ -237,12 +240,12 @@ def estep(
         offset_sum=float(out["offset"].sum()),
         loglik_sum=float(out["loglik"].sum()),
         pmax_sum=float(out["pmax"].sum()),
+        best_count=np.bincount(cls, minlength=k_out_total).astype(np.float64),
         n_images=n,
     )
     theta = total_angle(out["f"], ctx.psi_deg[out["j"]])
     mirror = (out["f"] >= 4).astype(np.int64)
     psi_out, ox, oy, mir = hypothesis_to_pose(theta, mirror, out["u"][:, 0], out["u"][:, 1])
-    cls = out["k"] if group_labels is None else group_labels
     assignments = {
         "class_number": cls.astype(np.int64) + 1,
         "psi_deg": psi_out,
@@ -280,6 +283,8 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     st = ctx.settings
     m = X.shape[0]
     K, F, n_psi, P, pts = ctx.K, ctx.F, ctx.n_psi, ctx.P, ctx.pts
+    if ctx.mask is not None:  # the background takes no part in the comparison
+        X = X * ctx.mask
     xp = ctx.backend.rfft2(X)[..., np.mod(pts.ky, ctx.n), pts.kx]  # [m, Np] complex128
     c = flipped_ctf(ctf, pts.kx, pts.ky, ctx.n, ctx.sampling, F, st.phase_flipped)
     c = np.broadcast_to(c, (m, F, pts.n_points))

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake.kernels import cpu as _cpu
+from cryosnake.masks import particle_mask
 from cryosnake.ml2d.sums import AdditiveStats
 
 from .fourier import (
@@ -32,12 +33,12 @@ from .fourier import (
     independent_points,
     shell_counts,
     shell_of,
-    shell_of_resolution,
     shell_onehot,
 )
 from .groups import flipped_ctf
 from .model import MLF2DModel
 from .mstep import band_limited_image
+from .resolution import initial_limits
 from .settings import MLF2DSettings
 from .wiener import ctf_corrected_average
 
@@ -67,9 +68,11 @@ def start_statistics(images, ctf, groups, n_groups: int, sampling: float,
     stats = StartStatistics(np.zeros((n_groups, L)), np.zeros((n_groups, len(kx)), complex),
                             np.zeros((n_groups, len(kx))), np.zeros(n_groups))
     groups = np.asarray(groups, np.int64)
+    mask = particle_mask(n, settings.particle_diameter, sampling)
     for b0 in range(0, n_img, batch):
         rows = np.arange(b0, min(n_img, b0 + batch))
-        xp = gather_points(backend.rfft2(np.asarray(images[rows], np.float64)), kx, ky)
+        x = np.asarray(images[rows], np.float64)
+        xp = gather_points(backend.rfft2(x if mask is None else x * mask), kx, ky)
         sub = None if ctf is None else ctf.subset(rows)
         c = np.broadcast_to(flipped_ctf(sub, kx, ky, n, sampling, 1, settings.phase_flipped)[:, 0],
                             xp.shape)
@@ -104,16 +107,21 @@ def start_model(stats: StartStatistics, settings: MLF2DSettings, sampling: float
              + (stats.ctf2 * np.abs(a0) ** 2) @ onehot)
     noise = np.where((resid > 0) & used[:, None], resid / norm, pre)
 
-    shell_high = shell_of_resolution(settings.high_res_limit, n, sampling)
+    shell_high, shell_prob, shell_ext = initial_limits(settings, n, sampling)
+    top = shell_high if shell_ext < 0 else shell_ext
     if references is None:
-        points = np.where(shell <= shell_high, a0, 0.0)[None]
+        points = np.where(shell <= top, a0, 0.0)[None]
         iteration = -1
     else:
         refs = np.asarray(references, dtype=np.float64)
         refs = refs[None] if refs.ndim == 2 else refs
-        points = np.where(shell <= shell_high, np.fft.rfft2(refs)[..., np.mod(ky, n), kx], 0.0)
+        points = np.where(shell <= top, np.fft.rfft2(refs)[..., np.mod(ky, n), kx], 0.0)
         iteration = 0
-    refs = band_limited_image(points, kx, ky, n).astype(np.float32).astype(np.float64)
+    refs = band_limited_image(points, kx, ky, n)
+    mask = particle_mask(n, settings.particle_diameter, sampling)
+    if mask is not None:
+        refs = refs * mask
+    refs = refs.astype(np.float32).astype(np.float64)
     k = refs.shape[0]
     model = MLF2DModel(
         references=refs,
@@ -127,6 +135,8 @@ def start_model(stats: StartStatistics, settings: MLF2DSettings, sampling: float
         group_defocus=np.asarray(group_defocus, dtype=np.float64),
         group_sizes=stats.count,
         shell_high=shell_high,
+        shell_prob=shell_prob,
+        shell_ext=shell_ext,
     )
     model.sigma_noise = model.white_noise_std()
     return model

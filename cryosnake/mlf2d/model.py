@@ -19,7 +19,7 @@ class MLF2DModel(ML2DModel):
     """:class:`~cryosnake.ml2d.ML2DModel` (CTF-corrected references ``A_k``, fractions, xi,
     diagnostics) plus:
 
-    * ``sampling``: pixel size (Å/px) of the frequency axis and the CTFs.
+    * ``sampling`` (of the base model): pixel size (Å/px) of the frequency axis and the CTFs.
     * ``noise_spectra``: ``[G, L]`` ``sigma^2_g(l) = E|N^(k)|^2`` per defocus group ``g`` and
       shell ``l = 0 .. N//2 - 1`` (complex noise power of one Fourier coefficient in numpy's
       un-normalised ``rfft2`` convention, i.e. ``N^2`` times the pixel variance for white noise;
@@ -27,20 +27,24 @@ class MLF2DModel(ML2DModel):
     * ``group_defocus``: ``[G]`` mean defocus (Å); ``group_sizes``: ``[G]`` particles.
     * ``ssnr``: ``[K, L]`` CTF-corrected spectral SNR of each class average, the one its
       Wiener filter used (:mod:`.wiener`; 0 for the start model).
-    * ``shell_high``: ``l_high``, the shell of ``high_res_limit`` (spec §2.4): the likelihood
-      uses shells ``1 .. l_high`` and the references are zero beyond it (``l_prob = l_ext =
-      l_high``, see :mod:`.wiener` for why the limit does not follow the SSNR).
+    * ``shell_high``: ``l_high``, the shell of ``high_res_limit`` (spec §2.4), the highest
+      shell ever used.
+    * ``shell_prob``, ``shell_ext``: ``l_prob`` and ``l_ext`` of the next E-step: the
+      likelihood uses shells ``1 .. l_prob``, the references and the noise are estimated on
+      shells ``0 .. l_ext`` and are zero beyond (``-1``: ``l_high``, the fixed limit; with
+      ``adaptive_resolution`` they follow the SSNR of the class averages, :mod:`.resolution`).
 
-    ``sigma_noise`` holds the white-noise equivalent pixel std over shells ``1 .. l_high``
+    ``sigma_noise`` holds the white-noise equivalent pixel std over shells ``1 .. l_prob``
     (``sqrt(mean sigma^2) / N``), for logs and plots only.
     """
 
-    sampling: float = 1.0
     noise_spectra: np.ndarray = field(default_factory=lambda: np.zeros((1, 0)))
     group_defocus: np.ndarray = field(default_factory=lambda: np.zeros(1))
     group_sizes: np.ndarray = field(default_factory=lambda: np.zeros(1))
     ssnr: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)))
     shell_high: int = 0
+    shell_prob: int = -1
+    shell_ext: int = -1
 
     def __post_init__(self):
         super().__post_init__()
@@ -53,6 +57,18 @@ class MLF2DModel(ML2DModel):
             self.ssnr = np.zeros((self.n_classes, L))
         self.ssnr = self.ssnr.reshape(self.n_classes, L)
         self.shell_high = int(self.shell_high)
+        self.shell_prob = int(self.shell_prob)
+        self.shell_ext = int(self.shell_ext)
+
+    @property
+    def likelihood_shell(self) -> int:
+        """``l_prob``: the last shell of the likelihood."""
+        return self.shell_high if self.shell_prob < 0 else self.shell_prob
+
+    @property
+    def extension_shell(self) -> int:
+        """``l_ext``: the last shell of the references and the noise spectra."""
+        return self.shell_high if self.shell_ext < 0 else self.shell_ext
 
     @property
     def n_groups(self) -> int:
@@ -60,9 +76,10 @@ class MLF2DModel(ML2DModel):
 
     def white_noise_std(self) -> float:
         """Pixel std of white noise with the same mean power over shells ``1 .. l_high``."""
-        counts = shell_counts(self.image_size)[1 : self.shell_high + 1]
+        top = self.likelihood_shell
+        counts = shell_counts(self.image_size)[1 : top + 1]
         w = self.group_sizes / max(self.group_sizes.sum(), 1.0)
-        power = (w[:, None] * self.noise_spectra[:, 1 : self.shell_high + 1]).sum(axis=0)
+        power = (w[:, None] * self.noise_spectra[:, 1 : top + 1]).sum(axis=0)
         if counts.sum() == 0:
             return float("nan")
         return math.sqrt(float((power * counts).sum() / counts.sum())) / self.image_size
@@ -71,10 +88,14 @@ class MLF2DModel(ML2DModel):
         d = super().to_dict()
         d.update({
             "fourier": True,
-            "sampling": float(self.sampling),
             "shell_high": int(self.shell_high),
+            "shell_prob": int(self.shell_prob),
+            "shell_ext": int(self.shell_ext),
             "resolution_limit_A": (float(self.image_size * self.sampling / self.shell_high)
                                    if self.shell_high > 0 else None),
+            "likelihood_resolution_A": (
+                float(self.image_size * self.sampling / self.likelihood_shell)
+                if self.likelihood_shell > 0 else None),
             "shell_frequency": shell_frequency(self.image_size, self.sampling).tolist(),
             "group_defocus": self.group_defocus.tolist(),
             "group_sizes": self.group_sizes.tolist(),
@@ -87,8 +108,9 @@ class MLF2DModel(ML2DModel):
     def load(cls, model_json, references_mrcs=None) -> MLF2DModel:
         base = super().load(model_json, references_mrcs)
         d = json.loads(Path(model_json).read_text())
-        for name in ("sampling", "group_defocus", "group_sizes", "noise_spectra", "ssnr",
-                     "shell_high"):
+        for name in ("group_defocus", "group_sizes", "noise_spectra", "ssnr", "shell_high"):
             setattr(base, name, d[name])
+        base.shell_prob = d.get("shell_prob", -1)
+        base.shell_ext = d.get("shell_ext", -1)
         base.__post_init__()
         return base

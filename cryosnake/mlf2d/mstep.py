@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from cryosnake.masks import particle_mask
+from cryosnake.ml2d import reseed
 from cryosnake.ml2d.mstep import updated_fields
 
 from .fourier import independent_points, scatter_points, shell_counts, shell_of
 from .model import MLF2DModel
+from .resolution import data_ssnr, initial_limits, next_limits
 from .settings import MLF2DSettings
 from .sums import MLF2DSums
-from .wiener import wiener_average
+from .wiener import ctf_corrected_average, shell_mean, wiener_average
 
 
 def band_limited_image(points: np.ndarray, kx, ky, n: int) -> np.ndarray:
@@ -20,10 +23,10 @@ def band_limited_image(points: np.ndarray, kx, ky, n: int) -> np.ndarray:
 
 
 def update_noise(model: MLF2DModel, sums: MLF2DSums) -> np.ndarray:
-    """``sigma^2_g(l) = noise_sum_g(l) / (n_g n_l)`` for ``l <= l_high`` where positive (the
+    """``sigma^2_g(l) = noise_sum_g(l) / (n_g n_l)`` for ``l <= l_ext`` where positive (the
     other shells keep their values; spec §2.9)."""
     noise = model.noise_spectra.copy()
-    L = model.shell_high + 1
+    L = model.extension_shell + 1
     counts = shell_counts(model.image_size)[:L]
     with np.errstate(divide="ignore", invalid="ignore"):
         new = sums.noise_sum[:, :L] / (sums.group_count[:, None] * counts[None])
@@ -36,39 +39,72 @@ def mstep(model: MLF2DModel, sums: MLF2DSums, settings: MLF2DSettings) -> MLF2DM
     """New model from the summed statistics of all chunks (spec §2.9, §2.10):
 
     * references ``A_k``: CTF-corrected, Wiener-filtered averages of the back-rotated
-      numerators (:func:`~.wiener.wiener_average`) on the shells ``l <= l_high``, zero beyond
-      (a class with zero weight gets a zero reference);
+      numerators (:func:`~.wiener.wiener_average`) on the shells ``l <= l_ext``, zero beyond
+      (a class with zero weight gets a zero reference), times the particle mask if any;
     * ``alpha_k``, ``m_k``, ``xi^2 = sum gamma |u|^2 / (2 Ntot)`` as ML2D (``fix_*`` honoured);
     * noise spectra per defocus group (:func:`update_noise`);
     * the CTF-corrected SSNR of every class (the one its filter used);
-    * LL, <Pmax>, signal change and convergence as ML2D (§1.10).
+    * LL, <Pmax>, signal change and convergence as ML2D (§1.10);
+    * with ``reseed_fraction``, near-empty classes re-seeded from the largest
+      (:mod:`cryosnake.ml2d.reseed`; perturbation: noise of variance ``1 / Den_j(l)``);
+    * with ``adaptive_resolution``, the limits ``l_prob``, ``l_ext`` of the next E-step from
+      the SSNR of the class averages (:mod:`.resolution`).
     """
     n = sums.image_size
     K = sums.n_classes
     kx, ky = independent_points(n)
     shell = shell_of(kx, ky)
-    L = model.shell_high + 1
+    L = model.extension_shell + 1
     inside = shell < L
     kx, ky, shell = kx[inside], ky[inside], shell[inside]
     spectra = np.fft.rfft2(sums.ref_sum)[..., np.mod(ky, n), kx]  # F_k on the points
     previous = np.fft.rfft2(model.references)[..., np.mod(ky, n), kx]
     weights = sums.class_weight + sums.mirror_weight
     den = np.where(weights[:, None] > 0, sums.ref_denominator[:, :L], 0.0)
-    averages, ssnr_used = wiener_average(spectra, den, previous, weights, shell)
-    refs = band_limited_image(averages, kx, ky, n).astype(np.float32).astype(np.float64)
+    averages, ssnr_used = wiener_average(spectra, den, previous, weights, shell,
+                                         per_class=settings.class_filter,
+                                         new_shells=settings.adaptive_resolution,
+                                         first=model.iteration < 0)
+    prob, ext = model.shell_prob, model.shell_ext
+    if settings.adaptive_resolution:
+        power = shell_mean(np.abs(ctf_corrected_average(spectra, den, shell)) ** 2, shell, L)
+        floor = initial_limits(settings, n, model.sampling)[1]
+        prob, ext = next_limits(data_ssnr(power, den), weights, model.shell_high, floor,
+                                settings.extension_shells, settings.likelihood_shells)
+        averages = np.where(shell <= ext, averages, 0.0)
+    refs = band_limited_image(averages, kx, ky, n)
+    mask = particle_mask(n, settings.particle_diameter, model.sampling)
+    if mask is not None:  # solvent flattening
+        refs = refs * mask
+    refs = refs.astype(np.float32).astype(np.float64)
     ssnr = np.zeros((K, n // 2))
     ssnr[:, :L] = ssnr_used
 
     noise = model.noise_spectra if settings.fix_sigma_noise else update_noise(model, sums)
+    fields = updated_fields(model, sums, settings, refs)
+    if reseed.active(settings, fields["iteration"]):
+        rng = reseed.rng(settings.seed, fields["iteration"])
+        top = ext if ext >= 0 else L - 1
+
+        def perturbation(j: int) -> np.ndarray:  # noise of a half-set average: 1 / Den_j(l)
+            var = np.where((den[j, shell] > 0) & (shell <= top),
+                           1.0 / np.where(den[j, shell] > 0, den[j, shell], 1.0), 0.0)
+            e = np.sqrt(var / 2.0) * (rng.normal(size=var.shape) + 1j * rng.normal(size=var.shape))
+            e = band_limited_image(e, kx, ky, n)
+            return e if mask is None else e * mask
+
+        split = reseed.pairs(sums.best_count, settings.reseed_fraction)
+        fields = reseed.reseed_fields(fields, split, perturbation)
     new = MLF2DModel(
-        **updated_fields(model, sums, settings, refs),
+        **fields,
         sigma_noise=0.0,
-        sampling=model.sampling,
         noise_spectra=noise,
         group_defocus=model.group_defocus,
         group_sizes=model.group_sizes,
         ssnr=ssnr,
         shell_high=model.shell_high,
+        shell_prob=prob,
+        shell_ext=ext,
     )
     new.sigma_noise = new.white_noise_std()
     return new

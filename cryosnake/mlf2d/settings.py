@@ -33,6 +33,16 @@ class MLF2DSettings(ML2DSettings):
       bin, the last one the previous group; trap 5).
     * ``work_elements``: memory bound: at most about this many floats of transformed Fourier
       rows (triple x translation x points) are held at once.
+
+    Regularised model (options beyond Xmipp's MLF2D; issue 12):
+
+    * ``class_filter``: each class average is Wiener-filtered with its own SSNR (the MAP
+      estimate ``F_k / (Den_k + 1 / tau2_k)``), instead of one filter from the weighted mean
+      SSNR of all classes.
+    * ``adaptive_resolution``: the likelihood starts at ``initial_resolution`` (Å) and its
+      limit follows the SSNR of the class averages, growing by at most ``extension_shells``
+      shells per iteration up to ``high_res_limit`` (:mod:`.resolution`); otherwise it is
+      ``high_res_limit`` from the first iteration.
     """
 
     ctf_correction: bool = True
@@ -42,6 +52,11 @@ class MLF2DSettings(ML2DSettings):
     defocus_bin: float = 1000.0
     min_group_size: int = 20
     work_elements: int = 1 << 23
+    class_filter: bool = False
+    adaptive_resolution: bool = False
+    initial_resolution: float = 30.0
+    extension_shells: int = 3
+    likelihood_shells: int = 0
 
     def __post_init__(self):
         super().__post_init__()

@@ -28,7 +28,8 @@ class MLF2DSums(AdditiveStats):
     * ``noise_sum``: ``[G, L]`` ``sum_{i in g} sum_h gamma sum_{k in l} |FT(G_f Sh_{-u} X_i) -
       CTF c A_kj|^2`` (expected residual power per shell).
     * ``group_count``: ``[G]`` particles per group in this chunk.
-    * ``offset_sum`` (``sum gamma |u|^2``, px^2), ``loglik_sum``, ``pmax_sum``, ``n_images``.
+    * ``offset_sum`` (``sum gamma |u|^2``, px^2), ``loglik_sum``, ``pmax_sum``, ``n_images``,
+      ``best_count`` ``[K]`` as ML2D.
     """
 
     ref_sum: np.ndarray
@@ -40,6 +41,7 @@ class MLF2DSums(AdditiveStats):
     offset_sum: float
     loglik_sum: float
     pmax_sum: float
+    best_count: np.ndarray
     n_images: int
 
     @classmethod
@@ -47,4 +49,4 @@ class MLF2DSums(AdditiveStats):
         L = n // 2
         return cls(np.zeros((n_classes, n, n)), np.zeros((n_classes, L)), np.zeros(n_classes),
                    np.zeros(n_classes), np.zeros((n_groups, L)), np.zeros(n_groups), 0.0, 0.0,
-                   0.0, 0)
+                   0.0, np.zeros(n_classes), 0)

@@ -16,14 +16,17 @@ resolution limit:
   for 2D keeps the shells with a true SSNR >= 1 from fading over the iterations).
 
 Why the signal power of the previous reference, not a bias-corrected estimate from the current
-average (``<|Abar|^2> Den - 1``, Xmipp's ``SNR - 1``): early on the noise spectra still hold the
-signal the references do not model yet, so that estimate is 0 beyond the lowest shells, the
+average (``<|Abar|^2> Den - 1``, Xmipp's ``SNR - 1``): early on the noise spectra still hold
+the signal the references do not model yet, so that estimate is 0 beyond the lowest shells, the
 filter zeroes them, and the classes only differ in a blob -- on the demo data two of three
 classes then merged (tested). With the previous reference's power the filter anneals: the
 unfiltered averages of iteration 0 give every shell some power, shells without signal fade
-geometrically, shells with signal grow. Xmipp builds its weights from the SSNR of the
-CTF-affected averages (``~ c^3`` at low SNR, spec §4 item 7), and uses no filter without CTF;
-here the same formula applies with ``c = 1``.
+geometrically, shells with signal grow. After "generate classes" the previous reference is the
+global average, blurred by the random in-plane rotations of the particles: that first M-step
+takes the power of the unfiltered class averages instead (``first``), or every class would be a
+blob. Xmipp builds its weights from the SSNR of the CTF-affected averages (``~ c^3`` at low
+SNR, spec §4 item 7), and uses no filter without CTF; here the same formula applies with
+``c = 1``.
 """
 
 from __future__ import annotations
@@ -53,14 +56,28 @@ def ctf_corrected_average(numerator: np.ndarray, denominator: np.ndarray, shell:
 
 
 def wiener_average(numerator: np.ndarray, denominator: np.ndarray, previous: np.ndarray,
-                   weights: np.ndarray, shell: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+                   weights: np.ndarray, shell: np.ndarray, per_class: bool = False,
+                   new_shells: bool = False, first: bool = False
+                   ) -> tuple[np.ndarray, np.ndarray]:
     """``(A [K, Np], SSNR [K, L])``: the CTF-corrected, Wiener-filtered averages from the
     numerators ``F_k`` ``[K, Np]``, the denominators ``Den_k`` ``[K, L]``, the previous
     references ``previous`` ``[K or 1, Np]`` on the same points and the class weights
-    ``[K]`` (module docstring)."""
+    ``[K]`` (module docstring). ``per_class``: each class with its own SSNR (the MAP average
+    ``F_k / (Den_k + 1 / tau2_k)``), else all with the weighted mean SSNR. ``new_shells``:
+    shells where the previous references have no power (a growing resolution limit) take
+    the power of the unfiltered averages instead, as RELION starts from unfiltered
+    references (shells without signal then fade over the next iterations). ``first``: the
+    previous reference is the rotationally blurred global average of "generate classes", not
+    a class: every shell takes the power of the unfiltered averages."""
     L = denominator.shape[-1]
-    tau2 = REGULARISATION * shell_mean(np.abs(previous) ** 2, shell, L)
-    ssnr = np.broadcast_to(tau2, denominator.shape) * denominator
-    common = (weights @ ssnr) / weights.sum() if weights.sum() > 0 else np.zeros(L)
     average = ctf_corrected_average(numerator, denominator, shell)
+    power = np.broadcast_to(shell_mean(np.abs(previous) ** 2, shell, L), denominator.shape)
+    if first:
+        power = shell_mean(np.abs(average) ** 2, shell, L)
+    elif new_shells:
+        power = np.where(power > 0, power, shell_mean(np.abs(average) ** 2, shell, L))
+    ssnr = REGULARISATION * power * denominator
+    if per_class:
+        return average * (ssnr / (1.0 + ssnr))[:, shell], ssnr
+    common = (weights @ ssnr) / weights.sum() if weights.sum() > 0 else np.zeros(L)
     return average * (common / (1.0 + common))[shell], ssnr

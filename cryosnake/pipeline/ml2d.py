@@ -42,7 +42,10 @@ def settings_from_config(ml2d: dict) -> ML2DSettings:
     <cryosnake.mlf2d.MLF2DSettings>` with ``fourier``)."""
     common = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
                   fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
-                  offset_std=ml2d["offset_std"], seed=ml2d["seed"])
+                  offset_std=ml2d["offset_std"], seed=ml2d["seed"],
+                  particle_diameter=ml2d["particle_diameter"],
+                  reseed_fraction=ml2d["reseed_fraction"],
+                  reseed_iterations=ml2d["reseed_iterations"])
     if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
         common["max_iterations"] = ml2d["max_iterations"]
     if ml2d.get("fourier"):
@@ -87,12 +90,12 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
     with ParticleStack(particles_star) as ps:
         if ml2d_cfg["references"]:
             model = initial_model_from_references(read_references(ml2d_cfg["references"], ps.box),
-                                                  settings)
+                                                  settings, ps.sampling)
         else:
             total = np.zeros((ps.box, ps.box))
             for c in range(n_chunks(ps.n, chunk_size)):
                 total += ps.read_chunk(c, chunk_size).sum(axis=0, dtype=np.float64)
-            model = initial_model_from_average(total / ps.n, settings)
+            model = initial_model_from_average(total / ps.n, settings, ps.sampling)
         model.save(out_model, out_refs, ps.sampling)
     print(f"start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
           f"xi {model.sigma_offset:.4g}")

@@ -34,11 +34,13 @@ from cryosnake.significant.iteration import (
 def settings_from_config(sig: dict) -> SignificantSettings:
     """The ``significant:`` config section as :class:`SignificantSettings`."""
     return SignificantSettings.from_config({k: v for k, v in sig.items()
-                                            if k not in ("input", "reference")})
+                                            if k not in ("input", "reference",
+                                                         "min_class_share")})
 
 
-def read_averages(source, classes_star=None, sampling=None):
-    """2D averages and their names: the ML2D classes (empty ones left out) or a user stack /
+def read_averages(source, classes_star=None, sampling=None, min_class_share: float = 0.0):
+    """2D averages and their names: the ML2D classes (empty ones left out, and those holding
+    fewer particles than ``min_class_share`` times the mean class size) or a user stack /
     STAR. Returns ``(images [n, N, N], names, sampling Å/px)``."""
     source = Path(source)
     if classes_star is not None:  # this run's ML2D classes
@@ -46,10 +48,15 @@ def read_averages(source, classes_star=None, sampling=None):
         table = star.read_blocks(classes_star)["classes"]
         counts = table["cryosnakeParticleCount"].to_numpy()
         keep = (counts > 0) & (np.abs(images).reshape(len(images), -1).max(axis=1) > 0)
+        small = counts < min_class_share * counts.sum() / len(counts)
+        # (the largest class is never small: it holds at least the mean class size)
+        keep &= ~small
         names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
         sampling = mrc.header_info(source)["sampling"]
         images, names = images[keep], [n for n, k in zip(names, keep, strict=True) if k]
-        print(f"ML2D classes: {int(keep.sum())} of {len(keep)} kept (empty ones left out)")
+        print(f"ML2D classes: {int(keep.sum())} of {len(keep)} kept (empty ones and "
+              f"{int((small & (counts > 0)).sum())} below {min_class_share:g} of the mean class "
+              f"size {counts.sum() / len(counts):.1f} left out)")
     elif source.suffix == ".star":
         blocks = star.read_blocks(source)
         table = blocks.get("particles", next(iter(blocks.values())))
@@ -90,7 +97,8 @@ def read_averages(source, classes_star=None, sampling=None):
 def prepare_job(source, classes_star, sig_cfg: dict, sampling, out_stack, out_info) -> None:
     """Averages at the working grid plus ``info.json`` (boxes, pixel sizes, names)."""
     settings = settings_from_config(sig_cfg)
-    images, names, input_sampling = read_averages(source, classes_star, sampling)
+    images, names, input_sampling = read_averages(source, classes_star, sampling,
+                                                  sig_cfg["min_class_share"])
     work, work_sampling = prepare_images(images, input_sampling, settings)
     mrc.write_stack(out_stack, work, work_sampling)
     write_json(out_info, {"names": names, "n_images": len(names),

@@ -10,7 +10,8 @@ rule significant_prepare:
         averages=f"{SIG}/input/averages.mrcs",
         info=f"{SIG}/input/info.json",
     params:
-        significant=significant_algorithm_params("input", "target_resolution"),
+        significant=significant_algorithm_params("input", "target_resolution",
+                                                 "min_class_share"),
         sampling=config["sampling"],
         code=CODE["significant"],
     log:

@@ -1,0 +1,39 @@
+"""Soft circular masks (about the centre pixel ``N // 2``, spec §0.1).
+
+RELION's ``--particle_diameter`` mask: 1 inside the radius, a raised-cosine edge of ``edge``
+pixels outside it, 0 beyond. Images are masked before the comparison with the references and
+the references are multiplied by it after every update ("solvent flattening"), so the noise
+of the background takes no part in the likelihood.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: RELION's default width of the soft edge (``--width_mask_edge``), pixels.
+EDGE_PX = 5.0
+
+
+def soft_circular_mask(n: int, radius_px: float, edge_px: float = EDGE_PX) -> np.ndarray:
+    """``[N, N]`` float64 mask: 1 for ``r <= radius``, ``(1 + cos(pi (r - radius) / edge)) / 2``
+    up to ``radius + edge``, 0 beyond (``r`` from pixel ``N // 2``)."""
+    c = n // 2
+    y, x = np.mgrid[0:n, 0:n]
+    r = np.hypot(x - c, y - c)
+    t = np.clip((r - radius_px) / max(edge_px, 1e-9), 0.0, 1.0)
+    return 0.5 + 0.5 * np.cos(np.pi * t)
+
+
+def noise_pixels(n: int, diameter_A: float, sampling: float) -> float:
+    """How many pixels carry noise: ``N^2``, or ``sum M^2`` with the particle mask ``M``
+    (masked white noise of variance ``sigma^2`` has total variance ``sigma^2 sum M^2``)."""
+    mask = particle_mask(n, diameter_A, sampling)
+    return float(n * n) if mask is None else float((mask**2).sum())
+
+
+def particle_mask(n: int, diameter_A: float, sampling: float) -> np.ndarray | None:
+    """The mask of a particle of ``diameter_A`` Å in an ``N`` box of ``sampling`` Å/px, or
+    ``None`` when ``diameter_A`` is 0 (no mask)."""
+    if not diameter_A or diameter_A <= 0:
+        return None
+    return soft_circular_mask(n, 0.5 * diameter_A / sampling)

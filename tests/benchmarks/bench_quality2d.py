@@ -1,0 +1,291 @@
+"""2D classification quality at low SNR, side by side with RELION 3.1 (a script, not a test).
+
+Simulates particles of a real structure with RELION's own ``relion_project`` (CFTR, PDB 6MSM
+from the ``MDAnalysisTests`` data, as a density map of ``--box`` px at ``--sampling`` Å/px):
+``--views`` look-alike side views (rotations about the long axis in steps of ``--view-step``
+degrees, at most 180° in all so that no two are mirror images), random psi, Gaussian shifts
+of ``--shift`` px, white noise at each ``--snr`` (variance of the projections before any CTF,
+over the box / noise variance), with and without CTF (defocus
+1-3 µm, 300 kV, Cs 2.7 mm, Q0 0.1, up to 5 % astigmatism; images not phase-flipped).
+
+Runs on the same particles every method of ``--methods`` (cryosnake settings presets, see
+``METHODS``, and ``relion``: ``relion_refine`` Class2D with ``--K --iter 25 --tau2_fudge 2
+--psi_step 10 --offset_range 5 --offset_step 2 --oversampling 1 --j 2`` and ``--ctf`` where
+there is one) and prints one table: ARI of the classes against the true views, the median
+NCC of the class averages to the clean views (best in-plane rotation, mirror and shift, inside
+a soft circular mask), the share of the largest class, seconds per iteration and in all.
+``ceiling`` is the best possible: each particle assigned to the best true view at its true
+pose (ARI), and the class averages made with the true poses and classes (NCC).
+
+``--random-views`` simulates random orientations instead (issue 19's case, e.g. ``--k 30``):
+there are no discrete views, so the table gives the direction spread of the classes (median
+angle between a particle's true viewing direction and its class's axis; ~57° for random
+classes), the largest class share and the number of classes of 5 particles or fewer.
+
+Simulations and results are cached under ``--out``; a method already run is read back
+(``--rerun`` to run it again).
+
+    python tests/benchmarks/bench_quality2d.py --n 6000 --snr 0.05 0.1 --ctf both \\
+        --methods ml2d mlf2d relion
+"""
+
+from __future__ import annotations
+
+import argparse
+import bz2
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from relion_sim import (  # noqa: E402
+    class_scores,
+    particle_table,
+    relion_class2d,
+    relion_project,
+    soft_mask,
+    structure_map,
+)
+
+from cryosnake.ctf import CTFParams, ctf_from_frequencies  # noqa: E402
+from cryosnake.io import mrc  # noqa: E402
+from cryosnake.ml2d import ML2DSettings, apply_pose  # noqa: E402
+from cryosnake.ml2d.run import run_ml2d  # noqa: E402
+from cryosnake.mlf2d import MLF2DSettings  # noqa: E402
+from cryosnake.mlf2d.run import run_mlf2d  # noqa: E402
+
+#: cryosnake presets: name -> (fourier?, settings overrides). ``ctf_correction`` follows the
+#: data (True where there is a CTF); ``phase_flipped`` is False (RELION particles).
+#: ``DIAMETER`` stands for ``--diameter`` (the particle diameter in Å, RELION's mask too).
+DIAMETER = "diameter"
+METHODS: dict[str, tuple[bool, dict]] = {
+    "ml2d": (False, {}),
+    "ml2d+mask": (False, {"particle_diameter": DIAMETER}),
+    "mlf2d": (True, {}),
+    "mlf2d+mask": (True, {"particle_diameter": DIAMETER}),
+    "mlf2d+class": (True, {"class_filter": True}),
+    "mlf2d+mask+class": (True, {"particle_diameter": DIAMETER, "class_filter": True}),
+    "mlf2d+mask+res": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True}),
+    "mlf2d+mask+class+res": (True, {"particle_diameter": DIAMETER, "class_filter": True,
+                                    "adaptive_resolution": True}),
+}
+
+
+def find_pdb() -> Path:
+    """6MSM from the MDAnalysisTests data (``pip download --no-deps MDAnalysisTests``)."""
+    try:
+        import MDAnalysisTests  # noqa: F401
+        from MDAnalysisTests.datafiles import PDB_6MSM  # type: ignore[attr-defined]
+
+        return Path(PDB_6MSM)
+    except Exception:
+        pass
+    for cand in (Path("/tmp/bench/6msm.pdb"), Path.cwd() / "6msm.pdb"):
+        if cand.exists():
+            return cand
+    raise SystemExit("need 6msm.pdb: pip download --no-deps MDAnalysisTests, extract "
+                     "MDAnalysisTests/data/6msm.pdb.bz2 and bunzip2 it into the current folder")
+
+
+def simulate(folder: Path, args, snr: float, with_ctf: bool) -> dict:
+    """Particles, truth and clean views of one case (cached in ``folder``)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    truth_file = folder / "truth.npz"
+    if truth_file.exists():
+        t = np.load(truth_file)
+        return {k: t[k] for k in t.files} | {"star": folder / "particles.star"}
+    rng = np.random.default_rng(args.seed)
+    vol_file = folder.parent / "volume.mrc"
+    if not vol_file.exists():
+        pdb = find_pdb()
+        if pdb.suffix == ".bz2":
+            (folder.parent / "6msm.pdb").write_bytes(bz2.decompress(pdb.read_bytes()))
+            pdb = folder.parent / "6msm.pdb"
+        mrc.write_volume(vol_file, structure_map(pdb, args.box, args.sampling), args.sampling)
+    n, box, s = args.n, args.box, args.sampling
+    if not args.random_views:
+        view_rot = np.arange(args.views) * args.view_step
+        views = relion_project(vol_file, particle_table(view_rot, np.full(args.views, 90.0),
+                                                        np.zeros(args.views),
+                                                        np.zeros((args.views, 2)), s, box),
+                               folder / "views", ctf=False)
+        view = rng.integers(0, args.views, n)
+        rot, tilt = view_rot[view], np.full(n, 90.0)
+    else:  # random orientations, uniform on the sphere
+        views, view = np.zeros((0, box, box), np.float32), np.zeros(n, int)
+        rot = rng.uniform(0.0, 360.0, n)
+        tilt = np.degrees(np.arccos(rng.uniform(-1.0, 1.0, n)))
+    psi = rng.uniform(0.0, 360.0, n)
+    origin = rng.normal(0.0, args.shift, (n, 2))
+    ctf = None
+    if with_ctf:
+        du = rng.uniform(10000.0, 30000.0, n)
+        ctf = {"defocus_u": du, "defocus_v": du * (1.0 - rng.uniform(0.0, 0.05, n)),
+               "defocus_angle": rng.uniform(0.0, 180.0, n)}
+    blocks = particle_table(rot, tilt, psi, origin, s, box, ctf)
+    clean = relion_project(vol_file, blocks, folder / "clean", ctf=False)
+    noise = rng.normal(0.0, 1.0, clean.shape)
+    sigma = float(np.sqrt(clean.var() / snr))  # SNR of the signal before the CTF
+    if with_ctf:
+        clean = relion_project(vol_file, blocks, folder / "clean_ctf", ctf=True)
+    images = (clean + sigma * noise).astype(np.float32)
+    mrc.write_stack(folder / "particles.mrcs", images, s)
+    blocks = particle_table(rot, tilt, psi, origin, s, box, ctf,
+                            stack=str(folder / "particles.mrcs"))
+    # RELION reads this; cryosnake gets the same images and CTF in memory
+    starfile.write(blocks, folder / "particles.star", overwrite=True)
+    np.savez(truth_file, view=view, rot=rot, tilt=tilt, psi=psi, origin=origin, views=views,
+             sigma=sigma,
+             **({} if ctf is None else {f"ctf_{k}": v for k, v in ctf.items()}))
+    return simulate(folder, args, snr, with_ctf)
+
+
+def ctf_of(case: dict) -> CTFParams | None:
+    if "ctf_defocus_u" not in case:
+        return None
+    n = len(case["view"])
+    return CTFParams(case["ctf_defocus_u"], case["ctf_defocus_v"], case["ctf_defocus_angle"],
+                     np.full(n, 300.0), np.full(n, 2.7), np.full(n, 0.1))
+
+
+def ceiling(case: dict, images: np.ndarray, args) -> dict:
+    """Best possible: true poses and views (ARI: each particle to the view whose projection
+    at its true pose, times its CTF, is nearest; averages: true classes and poses, Wiener
+    CTF-corrected with the true signal and noise powers)."""
+    n, box = images.shape[0], images.shape[-1]
+    views, view = case["views"], case["view"]
+    aligned = apply_pose(images, case["psi"], case["origin"][:, 0], case["origin"][:, 1], 0)
+    ctf = ctf_of(case)
+    fy = np.fft.fftfreq(box)[:, None] / args.sampling
+    fx = np.fft.rfftfreq(box)[None, :] / args.sampling
+    spec = np.fft.rfft2(aligned)
+    noise_power = case["sigma"] ** 2 * box * box
+    vspec = np.fft.rfft2(views)
+    dist = np.zeros((n, len(views)))
+    sums = np.zeros((len(views), box, box // 2 + 1), complex)
+    dens = np.zeros((len(views), box, box // 2 + 1))
+    for b0 in range(0, n, 500):
+        sl = slice(b0, min(n, b0 + 500))
+        if ctf is None:
+            c = np.ones((sl.stop - sl.start, box, box // 2 + 1))
+        else:
+            # the aligned particle Y(r) = X(R(psi) r) has the CTF k -> CTF(R(psi) k)
+            c = np.empty((sl.stop - sl.start, box, box // 2 + 1))
+            for j, i in enumerate(range(sl.start, sl.stop)):
+                a = np.deg2rad(case["psi"][i])
+                c[j] = ctf_from_frequencies(np.cos(a) * fx + np.sin(a) * fy,
+                                            -np.sin(a) * fx + np.cos(a) * fy,
+                                            ctf.defocus_u[i], ctf.defocus_v[i],
+                                            ctf.defocus_angle[i], 300.0, 2.7, 0.1)
+        model = c[:, None] * vspec[None]
+        dist[sl] = (np.abs(spec[sl, None] - model) ** 2).sum(axis=(2, 3))
+        for k in range(len(views)):
+            sel = view[sl] == k
+            sums[k] += (c[sel] * spec[sl][sel]).sum(0)
+            dens[k] += (c[sel] ** 2).sum(0)
+    labels = dist.argmin(axis=1)
+    signal = np.abs(vspec) ** 2
+    averages = np.fft.irfft2(sums / (dens + noise_power / np.maximum(signal, 1e-12)),
+                             s=(box, box))
+    return {"labels": labels + 1, "averages": averages}
+
+
+def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
+    fourier, overrides = METHODS[name]
+    overrides = {k: args.diameter if v == DIAMETER else v for k, v in overrides.items()}
+    common = dict(n_classes=args.k, max_iterations=args.iterations, seed=1)
+    history_times = []
+    start = time.perf_counter()
+
+    def tick(model, assignments):
+        history_times.append(time.perf_counter())
+
+    if fourier:
+        settings = MLF2DSettings(**common, ctf_correction=with_ctf, phase_flipped=False,
+                                 **overrides)
+        model, assignments, history = run_mlf2d(images, ctf_of(case), args.sampling, settings,
+                                                callback=tick)
+    else:
+        settings = ML2DSettings(**common, **overrides)
+        model, assignments, history = run_ml2d(images, settings, callback=tick,
+                                               sampling=args.sampling)
+    total = time.perf_counter() - start
+    steps = np.diff([start, *history_times])
+    return {"classes": assignments["class_number"], "averages": model.references,
+            "seconds": total, "iteration_seconds": steps,
+            "iterations": int(model.iteration)}
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--n", type=int, default=6000)
+    p.add_argument("--box", type=int, default=64)
+    p.add_argument("--sampling", type=float, default=3.2)
+    p.add_argument("--views", type=int, default=10)
+    p.add_argument("--view-step", type=float, default=8.0,
+                   help="degrees between the views (rotation about the long axis)")
+    p.add_argument("--random-views", action="store_true",
+                   help="random orientations instead of --views look-alike side views "
+                        "(scores: direction spread of the classes, largest class, tiny classes)")
+    p.add_argument("--k", type=int, default=10)
+    p.add_argument("--shift", type=float, default=2.0)
+    p.add_argument("--snr", type=float, nargs="+", default=[0.05, 0.1])
+    p.add_argument("--ctf", choices=["no", "yes", "both"], default="both")
+    p.add_argument("--iterations", type=int, default=25)
+    p.add_argument("--methods", nargs="+", default=["ceiling", "ml2d", "mlf2d", "relion"])
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--diameter", type=float, default=170.0, help="Å, RELION's mask")
+    p.add_argument("--out", type=Path, default=Path("bench_quality2d"))
+    p.add_argument("--rerun", nargs="*", default=[], help="methods to run again")
+    args = p.parse_args(argv)
+
+    cases = [(snr, c) for snr in args.snr
+             for c in ({"no": [False], "yes": [True], "both": [False, True]}[args.ctf])]
+    rows = []
+    for snr, with_ctf in cases:
+        views_tag = "random" if args.random_views else f"v{args.views}x{args.view_step:g}"
+        tag = (f"n{args.n}_{views_tag}_snr{snr:g}_"
+               f"{'ctf' if with_ctf else 'noctf'}")
+        folder = args.out / tag
+        case = simulate(folder, args, snr, with_ctf)
+        images = mrc.read(folder / "particles.mrcs")
+        mask = soft_mask(args.box, 0.45 * args.box)
+        for name in args.methods:
+            if name == "ceiling" and args.random_views:
+                continue  # no discrete views to be assigned to
+            res_file = folder / f"result_{name}.npz"
+            if res_file.exists() and name not in args.rerun:
+                r = dict(np.load(res_file))
+            else:
+                if name == "ceiling":
+                    r = ceiling(case, images, args)
+                    r |= {"seconds": 0.0, "iteration_seconds": np.zeros(0)}
+                elif name == "relion":
+                    r = relion_class2d(folder / "particles.star", folder / "relion", args.k,
+                                       args.iterations, args.diameter, with_ctf)
+                    r["labels"] = r.pop("classes")
+                else:
+                    r = run_cryosnake(name, case, images, args, with_ctf)
+                    r["labels"] = r.pop("classes")
+                np.savez(res_file, **r)
+            random = {"rot": case["rot"], "tilt": case["tilt"]} if args.random_views else {}
+            score = class_scores(r["labels"], r["averages"], case["view"], case["views"], mask,
+                                 **random)
+            its = np.asarray(r["iteration_seconds"], float)
+            rows.append({"case": tag, "method": name, **score,
+                         "s/it": float(np.median(its[1:])) if its.size > 1 else float("nan"),
+                         "total s": float(r["seconds"])})
+            print(json.dumps(rows[-1]), flush=True)
+    table = pd.DataFrame(rows)
+    with pd.option_context("display.width", 160, "display.max_columns", 20):
+        print(table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+
+
+if __name__ == "__main__":
+    main()

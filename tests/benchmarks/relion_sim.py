@@ -1,0 +1,237 @@
+"""Benchmark data and scores shared by the quality benchmarks (scripts, not tests).
+
+* :func:`structure_map`: a density map of a real structure (a PDB read with ``gemmi``; atoms
+  as Gaussians weighted by their atomic number, computed on a 2x finer grid and Fourier-cropped,
+  centre of mass on the box centre ``N // 2``).
+* :func:`relion_project`: clean projections with RELION 3.1's own ``relion_project`` (optionally
+  with each particle's CTF), for given Euler angles, origins and CTF parameters.
+* :func:`add_noise`: white Gaussian noise at a given SNR (variance of the clean particles over
+  the box / noise variance).
+* :func:`run_relion_class2d`: RELION 3.1 ``relion_refine`` 2D classification on a STAR file;
+  returns per-particle classes and the class averages.
+* :func:`adjusted_rand_index`, :func:`aligned_ncc`: the scores (class recovery, fidelity of a
+  class average to a clean view after the best in-plane rotation, mirror and shift).
+
+Needs RELION 3.1 on the PATH (``apt-get install -y relion`` on Debian 12) and ``gemmi``
+(``pip install gemmi``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import starfile
+
+from cryosnake.io import mrc
+from cryosnake.kernels import cpu
+
+#: Atomic numbers of the elements of a protein (the rest counts as carbon).
+_Z = {"H": 1, "C": 6, "N": 7, "O": 8, "S": 16, "P": 15, "SE": 34, "MG": 12, "ZN": 30}
+
+
+def structure_map(pdb_path, box: int, sampling: float, bfactor_sigma: float = 1.0) -> np.ndarray:
+    """Density ``[z, y, x]`` of the structure in ``pdb_path`` (Å, centred on its centre of
+    mass), ``box`` voxels of ``sampling`` Å, scaled to unit standard deviation."""
+    import gemmi
+
+    st = gemmi.read_structure(str(pdb_path))
+    st.remove_hydrogens()
+    st.remove_ligands_and_waters()
+    atoms = [(a.pos.tolist(), _Z.get(a.element.name.upper(), 6))
+             for ch in st[0] for r in ch for a in r]
+    pos = np.array([p for p, _ in atoms])
+    z = np.array([w for _, w in atoms], dtype=np.float64)
+    pos -= (pos * z[:, None]).sum(0) / z.sum()
+    fine, s = 2 * box, sampling / 2
+    grid = np.zeros((fine, fine, fine))
+    idx = np.rint(pos / s + fine // 2).astype(int)  # (x, y, z) voxels
+    ok = ((idx >= 0) & (idx < fine)).all(axis=1)
+    np.add.at(grid, (idx[ok, 2], idx[ok, 1], idx[ok, 0]), z[ok])
+    # Gaussian atoms: multiply the spectrum, then keep the central box^3 frequencies
+    k = np.fft.fftfreq(fine)
+    kz, ky, kx = np.meshgrid(k, k, k, indexing="ij")
+    sigma_px = bfactor_sigma / s
+    spec = np.fft.fftn(np.fft.ifftshift(grid)) * np.exp(-2 * (np.pi * sigma_px) ** 2
+                                                         * (kx**2 + ky**2 + kz**2))
+    spec = np.fft.fftshift(spec)
+    c, h = fine // 2, box // 2
+    crop = spec[c - h : c - h + box, c - h : c - h + box, c - h : c - h + box]
+    vol = np.real(np.fft.fftshift(np.fft.ifftn(np.fft.ifftshift(crop))))
+    return (vol / vol.std()).astype(np.float32)
+
+
+def particle_table(rot, tilt, psi, origin_px, sampling: float, box: int, ctf=None,
+                   stack: str | None = None) -> dict[str, pd.DataFrame]:
+    """RELION 3.1 STAR blocks for projections: angles (deg), origins ``[n, 2]`` (px, RELION's
+    sign), optional CTF ``dict`` of per-particle ``defocus_u``, ``defocus_v``,
+    ``defocus_angle`` (Å, deg) at 300 kV, Cs 2.7 mm, Q0 0.1."""
+    n = len(rot)
+    particles = pd.DataFrame({
+        "rlnAngleRot": rot, "rlnAngleTilt": tilt, "rlnAnglePsi": psi,
+        "rlnOriginXAngst": origin_px[:, 0] * sampling,
+        "rlnOriginYAngst": origin_px[:, 1] * sampling,
+        "rlnOpticsGroup": np.ones(n, int),
+    })
+    if stack is not None:
+        particles.insert(0, "rlnImageName", [f"{i + 1:06d}@{stack}" for i in range(n)])
+    if ctf is not None:
+        particles["rlnDefocusU"] = ctf["defocus_u"]
+        particles["rlnDefocusV"] = ctf["defocus_v"]
+        particles["rlnDefocusAngle"] = ctf["defocus_angle"]
+    optics = pd.DataFrame({
+        "rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
+        "rlnImagePixelSize": [sampling], "rlnImageSize": [box],
+        "rlnImageDimensionality": [2], "rlnVoltage": [300.0],
+        "rlnSphericalAberration": [2.7], "rlnAmplitudeContrast": [0.1],
+    })
+    return {"optics": optics, "particles": particles}
+
+
+def relion_project(volume_mrc, blocks, out_prefix: Path, ctf: bool) -> np.ndarray:
+    """Projections of ``volume_mrc`` at the poses of ``blocks`` (:func:`particle_table`) by
+    RELION's ``relion_project`` (with each particle's CTF when ``ctf``); ``[n, N, N]``."""
+    out_prefix = Path(out_prefix)
+    out_prefix.parent.mkdir(parents=True, exist_ok=True)
+    ang = out_prefix.with_suffix(".in.star")
+    starfile.write(blocks, ang, overwrite=True)
+    cmd = ["relion_project", "--i", str(volume_mrc), "--o", str(out_prefix), "--ang", str(ang)]
+    if ctf:
+        cmd.append("--ctf")
+    subprocess.run(cmd, check=True, capture_output=True, text=True)
+    return mrc.read(f"{out_prefix}.mrcs")
+
+
+def add_noise(clean: np.ndarray, snr: float, rng) -> tuple[np.ndarray, float]:
+    """``clean`` plus white Gaussian noise of variance ``var(clean) / snr`` (over the box)."""
+    sigma = float(np.sqrt(clean.var() / snr))
+    return (clean + rng.normal(0.0, sigma, clean.shape)).astype(np.float32), sigma
+
+
+def relion_class2d(star, out_dir: Path, k: int, iterations: int, diameter_A: float, ctf: bool,
+                   threads: int = 2, extra=()) -> dict:
+    """RELION 3.1 Class2D (``relion_refine``) with the benchmark's sampling (issue 12):
+    ``--psi_step 10 --oversampling 1`` (5° at the fine level), offsets 5 px in steps of 2,
+    ``--tau2_fudge 2``, plus the GUI's defaults (zero mask, solvent flattening, norm and scale
+    correction). Returns ``classes`` (1-based, per particle, in input order), ``averages``
+    ``[K, N, N]``, ``seconds`` (wall) and the per-iteration seconds."""
+    out_dir = Path(out_dir)
+    if out_dir.exists():
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    cmd = ["relion_refine", "--i", str(star), "--o", str(out_dir / "run"), "--K", str(k),
+           "--iter", str(iterations), "--tau2_fudge", "2", "--psi_step", "10",
+           "--offset_range", "5", "--offset_step", "2", "--oversampling", "1",
+           "--j", str(threads), "--particle_diameter", f"{diameter_A:.0f}", "--zero_mask",
+           "--flatten_solvent", "--norm", "--scale", "--dont_combine_weights_via_disc",
+           "--pool", "3", "--pad", "2", "--random_seed", "1", *extra]
+    if ctf:
+        cmd.append("--ctf")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    stamps = []
+    for _ in proc.stdout:
+        found = sorted(out_dir.glob("run_it*_model.star"))
+        if len(found) > len(stamps):
+            stamps += [time.perf_counter() - start] * (len(found) - len(stamps))
+    if proc.wait() != 0:
+        raise RuntimeError(f"relion_refine failed (see {out_dir})")
+    seconds = time.perf_counter() - start
+    last = sorted(out_dir.glob("run_it*_data.star"))[-1]
+    data = starfile.read(last)["particles"]
+    order = np.argsort([int(n.split("@")[0]) for n in data["rlnImageName"]], kind="stable")
+    return {"classes": data["rlnClassNumber"].to_numpy()[order].astype(int),
+            "averages": mrc.read(str(last).replace("_data.star", "_classes.mrcs")),
+            "seconds": seconds, "iteration_seconds": np.diff([0.0, *stamps])}
+
+
+# --- scores ---------------------------------------------------------------------------------
+
+
+def adjusted_rand_index(a, b) -> float:
+    """Hubert-Arabie adjusted Rand index of two labelings of the same items."""
+    _, a = np.unique(np.asarray(a), return_inverse=True)
+    _, b = np.unique(np.asarray(b), return_inverse=True)
+    table = np.zeros((a.max() + 1, b.max() + 1))
+    np.add.at(table, (a, b), 1)
+
+    def pairs(x):
+        return (x * (x - 1) / 2).sum()
+
+    n = len(a)
+    index, rows, cols = pairs(table), pairs(table.sum(1)), pairs(table.sum(0))
+    expected = rows * cols / (n * (n - 1) / 2)
+    top = (rows + cols) / 2
+    return float((index - expected) / (top - expected)) if top != expected else 1.0
+
+
+def soft_mask(n: int, radius: float, edge: float = 3.0) -> np.ndarray:
+    """Circular mask about ``N // 2`` with a raised-cosine edge of ``edge`` px."""
+    r = np.hypot(*np.mgrid[:n, :n] - n // 2)
+    return np.clip(0.5 + 0.5 * np.cos(np.pi * np.clip((r - radius) / edge, 0, 1)), 0, 1)
+
+
+def aligned_ncc(images: np.ndarray, views: np.ndarray, mask: np.ndarray,
+                psi_step: float = 2.0) -> np.ndarray:
+    """``[n_images, n_views]``: the largest normalised cross-correlation of each image with
+    each view over in-plane rotations (``psi_step``), mirror and integer cyclic shifts,
+    inside ``mask``."""
+    n = images.shape[-1]
+    angles = np.arange(0.0, 360.0, psi_step)
+    vm = views * mask
+    vm = vm - (vm.sum((1, 2)) / mask.sum())[:, None, None] * mask
+    vm /= np.sqrt((vm**2).sum((1, 2)))[:, None, None]
+    vf = np.conj(np.fft.rfft2(vm))
+    out = np.full((len(images), len(views)), -1.0)
+    for i, img in enumerate(np.asarray(images, np.float64)):
+        for mirrored in (img, img[:, (2 * (n // 2) - np.arange(n)) % n]):
+            rot = cpu.rotate_images(np.repeat(mirrored[None], len(angles), 0), angles, order=1)
+            rot = rot * mask
+            rot -= (rot.sum((1, 2)) / mask.sum())[:, None, None] * mask
+            norm = np.sqrt((rot**2).sum((1, 2)))
+            norm[norm == 0] = 1.0
+            rf = np.fft.rfft2(rot / norm[:, None, None])
+            for v in range(len(views)):
+                cc = np.fft.irfft2(rf * vf[v], s=(n, n))
+                out[i, v] = max(out[i, v], cc.max())
+    return out
+
+
+def direction_spread(labels, rot, tilt) -> float:
+    """Median over particles of the angle (deg) between a particle's true viewing direction
+    and its class's axis (the principal axis of the members' directions, so that a direction
+    and its opposite, mirror images of each other, count as one). Random classes give ~57°."""
+    r, t = np.deg2rad(rot), np.deg2rad(tilt)
+    d = np.stack([np.cos(r) * np.sin(t), np.sin(r) * np.sin(t), np.cos(t)], axis=1)
+    angles = np.full(len(d), np.nan)
+    for k in np.unique(labels):
+        sel = np.flatnonzero(labels == k)
+        axis = np.linalg.eigh(d[sel].T @ d[sel])[1][:, -1]
+        angles[sel] = np.degrees(np.arccos(np.clip(np.abs(d[sel] @ axis), 0.0, 1.0)))
+    return float(np.median(angles))
+
+
+def class_scores(labels, averages, truth, views, mask, rot=None, tilt=None) -> dict:
+    """ARI of ``labels`` against the true views ``truth``, and the NCC of every non-empty
+    class average to its best clean view (median, and per view the best class). With random
+    orientations (no discrete views: ``rot``, ``tilt`` given) the direction spread of the
+    classes (:func:`direction_spread`) and the number of classes of 5 particles or fewer."""
+    counts = np.bincount(np.asarray(labels) - 1, minlength=len(averages))
+    used = np.flatnonzero(counts > 0)
+    if rot is not None:
+        return {"spread_deg": direction_spread(np.asarray(labels), rot, tilt),
+                "largest_class": float(counts.max() / counts.sum()),
+                "classes_le5": int((counts <= 5).sum()),
+                "classes_used": int(len(used))}
+    ncc = aligned_ncc(averages[used], views, mask)
+    return {"ari": adjusted_rand_index(labels, truth),
+            "median_ncc": float(np.median(ncc.max(axis=1))),
+            "views_found": int(len(set(ncc.argmax(axis=1)))),
+            "largest_class": float(counts.max() / counts.sum()),
+            "classes_used": int(len(used))}
