@@ -36,7 +36,7 @@ class ML2DSettings:
       references, and on the references after every update; the noise is then estimated
       inside the mask. Not available with ``norm``.
     * ``reseed_fraction``, ``reseed_iterations``: re-seed a class whose weight falls below
-      ``reseed_fraction`` times the mean class weight from the largest class, in the M-steps
+      ``reseed_fraction`` times the mean class size from the largest class, in the M-steps
       up to iteration ``reseed_iterations`` (:mod:`cryosnake.ml2d.reseed`; 0 = never, the
       seed's behaviour: an emptied class stays empty).
     * ``window_factor``: translation half-width ``w = ceil(window_factor * max(1, xi))``
@@ -74,7 +74,7 @@ class ML2DSettings:
     window_factor: float = 6.0
     max_shift_px: int | None = None
     particle_diameter: float = 0.0
-    reseed_fraction: float = 0.0
+    reseed_fraction: float = 0.25
     reseed_iterations: int = 10
     block_skip: float = 1e-8
     entry_cutoff: float = 1e-14

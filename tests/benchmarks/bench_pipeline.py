@@ -15,7 +15,7 @@ its own and reports:
 * wall time.
 
     python tests/benchmarks/bench_pipeline.py --n 5000 --snr 0.05 --k 30 \\
-        --presets default recommended
+        --presets no-reseed default recommended
 """
 
 from __future__ import annotations
@@ -42,11 +42,12 @@ REPO = Path(__file__).resolve().parents[2]
 #: workflow config presets: name -> (ml2d overrides, significant overrides)
 PRESETS = {
     # the issue's config: MLF2D, K classes, otherwise defaults (phase_flipped: false: RELION
-    # particles are not phase-flipped)
+    # particles are not phase-flipped); re-seeding and class selection are on by default
     "default": ({}, {}),
-    # against collapse: re-seeding, particle mask, class selection for the 3D step
-    "recommended": ({"reseed_fraction": 0.25, "particle_diameter": "diameter"},
-                    {"min_class_share": 0.25}),
+    # the seed's behaviour in 2D: an emptied class stays empty
+    "no-reseed": ({"reseed_fraction": 0.0}, {}),
+    # the defaults plus the particle mask (``--diameter``)
+    "recommended": ({"particle_diameter": "diameter"}, {}),
 }
 
 
