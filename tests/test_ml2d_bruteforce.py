@@ -167,6 +167,7 @@ def test_estep_matches_brute_force(mirror, norm):
         fast=False,
         max_shift_px=W,
         precision="double",
+        reseed_fraction=0.0,  # the M-step of the spec, not the re-seeding option
         offset_std=1.2,
     )
     model = ML2DModel(

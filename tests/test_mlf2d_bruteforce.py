@@ -155,7 +155,7 @@ def test_estep_and_mstep_match_brute_force(mirror, fast):
                        group_defocus=[9000, 14000], group_sizes=[2, 1], shell_high=L_HIGH,
                        iteration=3)
     settings = MLF2DSettings(psi_step=30, mirror=mirror, fast=fast, search_shift=1.5,
-                             precision="double", phase_flipped=False,
+                             precision="double", phase_flipped=False, reseed_fraction=0.0,
                              fast_C=1e-3 if fast else 1e-12)  # C large enough to prune here
     state = ParticleState(np.zeros((3, K, 2, 2), np.int32), np.ones(3), np.zeros(3))
     state.offsets[0, 1, 0] = (1, 0)  # stored offsets: the search is around them (§2.7)
