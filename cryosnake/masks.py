@@ -31,6 +31,12 @@ def noise_pixels(n: int, diameter_A: float, sampling: float) -> float:
     return float(n * n) if mask is None else float((mask**2).sum())
 
 
+def apply(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    """``images`` times ``mask`` (broadcast over leading axes), or ``images`` when there is
+    no mask."""
+    return images if mask is None else images * mask
+
+
 def particle_mask(n: int, diameter_A: float, sampling: float) -> np.ndarray | None:
     """The mask of a particle of ``diameter_A`` Å in an ``N`` box of ``sampling`` Å/px, or
     ``None`` when ``diameter_A`` is 0 (no mask)."""

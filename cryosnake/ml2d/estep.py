@@ -29,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryosnake import masks
 from cryosnake.kernels import cpu as _cpu
-from cryosnake.masks import noise_pixels, particle_mask
 
 from .hypotheses import (
     FLIP_MATRICES,
@@ -128,8 +128,9 @@ class _Context:
         self.settings = settings
         self.n = model.image_size
         self.D = self.n * self.n
-        self.mask = particle_mask(self.n, settings.particle_diameter, model.sampling)
-        self.noise_pixels = noise_pixels(self.n, settings.particle_diameter, model.sampling)
+        self.mask = masks.particle_mask(self.n, settings.particle_diameter, model.sampling)
+        self.noise_pixels = masks.noise_pixels(self.n, settings.particle_diameter,
+                                               model.sampling)
         self.K = model.n_classes
         self.psi_deg, _ = psi_grid(settings.psi_step)
         self.n_psi = len(self.psi_deg)
@@ -286,9 +287,8 @@ def estep(
 
     for i0 in range(0, n, _PRESELECT_BATCH):
         i1 = min(n, i0 + _PRESELECT_BATCH)
-        X = np.asarray(images[i0:i1], dtype=np.float64)
-        if ctx.mask is not None:  # the background takes no part in the comparison
-            X = X * ctx.mask
+        # masked: the background takes no part in the comparison
+        X = masks.apply(np.asarray(images[i0:i1], dtype=np.float64), ctx.mask)
         X2 = (X**2).sum(axis=(1, 2))
         Xsum = X.sum(axis=(1, 2))
         scale = scale_all[i0:i1]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.masks import particle_mask
+from cryosnake import masks
 
 from .model import ML2DModel
 from .settings import ML2DSettings
@@ -47,9 +47,8 @@ def _start(settings: ML2DSettings, k: int) -> dict:
 
 
 def _masked(refs: np.ndarray, settings: ML2DSettings, sampling: float) -> np.ndarray:
-    mask = particle_mask(refs.shape[-1], settings.particle_diameter, sampling)
-    refs = refs if mask is None else refs * mask
-    return refs.astype(np.float32).astype(np.float64)
+    mask = masks.particle_mask(refs.shape[-1], settings.particle_diameter, sampling)
+    return masks.apply(refs, mask).astype(np.float32).astype(np.float64)
 
 
 def initial_model_from_average(average: np.ndarray, settings: ML2DSettings,

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 
-from cryosnake.masks import noise_pixels, particle_mask
+from cryosnake import masks
 
 from . import reseed
 from .model import ML2DModel
@@ -113,12 +113,11 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
 
     References are rounded to float32 so that saving and re-loading the model is lossless.
     """
-    D = noise_pixels(sums.image_size, settings.particle_diameter, model.sampling)
-    ntot = float((sums.class_weight + sums.mirror_weight).sum())
-    refs = update_references(sums)
-    mask = particle_mask(sums.image_size, settings.particle_diameter, model.sampling)
-    if mask is not None:  # solvent flattening
-        refs *= mask
+    D = masks.noise_pixels(sums.image_size, settings.particle_diameter, model.sampling)
+    weights = sums.class_weight + sums.mirror_weight
+    ntot = float(weights.sum())
+    mask = masks.particle_mask(sums.image_size, settings.particle_diameter, model.sampling)
+    refs = masks.apply(update_references(sums), mask)  # solvent flattening
     scale_mean = 1.0
     if settings.norm and sums.n_images > 0:
         scale_mean = sums.scale_sum / sums.n_images
@@ -128,17 +127,12 @@ def mstep(model: ML2DModel, sums: Sums, settings: ML2DSettings) -> ML2DModel:
     sigma_noise = model.sigma_noise
     if not settings.fix_sigma_noise and ntot > 0:
         sigma_noise = math.sqrt(sums.noise_sum / (ntot * D))
-    fields = updated_fields(model, sums, settings, refs)
-    if reseed.active(settings, fields["iteration"]):
-        rng = reseed.rng(settings.seed, fields["iteration"])
-        weights = sums.class_weight + sums.mirror_weight
+    def perturbation(rng, j: int) -> np.ndarray:  # the noise of a half-set average: sigma^2/n_j
+        return masks.apply(rng.normal(0.0, sigma_noise / math.sqrt(weights[j]), refs.shape[1:]),
+                           mask)
 
-        def perturbation(j: int) -> np.ndarray:  # the noise of a half-set average, sigma^2 / n_j
-            e = rng.normal(0.0, sigma_noise / math.sqrt(weights[j]), refs.shape[1:])
-            return e if mask is None else e * mask
-
-        split = reseed.pairs(sums.best_count, settings.reseed_fraction)
-        fields = reseed.reseed_fields(fields, split, perturbation)
+    fields = reseed.apply(updated_fields(model, sums, settings, refs), sums.best_count, settings,
+                          perturbation)
     return ML2DModel(
         **fields,
         sigma_noise=sigma_noise,

@@ -75,6 +75,13 @@ def reseed_fields(fields: dict, split: list[tuple[int, int]], perturbation) -> d
                      "converged": False}
 
 
-def active(settings, iteration: int) -> bool:
-    """Whether the M-step that makes iteration ``iteration`` re-seeds."""
-    return settings.reseed_fraction > 0 and iteration <= settings.reseed_iterations
+def apply(fields: dict, best_count: np.ndarray, settings, perturbation) -> dict:
+    """The M-step's ``fields`` re-seeded where ``settings`` ask for it at this iteration:
+    ``perturbation(rng, large)`` draws ``e`` for a large class from the iteration's
+    generator (:func:`rng`)."""
+    iteration = fields["iteration"]
+    if settings.reseed_fraction <= 0 or iteration > settings.reseed_iterations:
+        return fields
+    generator = rng(settings.seed, iteration)
+    return reseed_fields(fields, pairs(best_count, settings.reseed_fraction),
+                         lambda large: perturbation(generator, large))

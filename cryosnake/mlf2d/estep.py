@@ -45,8 +45,8 @@ import math
 
 import numpy as np
 
+from cryosnake import masks
 from cryosnake.kernels import cpu as _cpu
-from cryosnake.masks import particle_mask
 from cryosnake.ml2d.estep import hypothesis_log_priors, output_classes
 from cryosnake.ml2d.hypotheses import FLIP_MATRICES, log_offset_prior, psi_grid, total_angle
 from cryosnake.ml2d.poses import hypothesis_to_pose
@@ -77,7 +77,7 @@ class _Context:
         self.psi_deg, _ = psi_grid(settings.psi_step)
         self.n_psi = len(self.psi_deg)
         self.sampling = float(model.sampling)
-        self.mask = particle_mask(self.n, settings.particle_diameter, self.sampling)
+        self.mask = masks.particle_mask(self.n, settings.particle_diameter, self.sampling)
         self.pts = pts = PointSet.build(self.n, model.likelihood_shell, model.extension_shell)
         self.P = pts.n_prob
         self.L = pts.n_shells_ext
@@ -283,8 +283,7 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     st = ctx.settings
     m = X.shape[0]
     K, F, n_psi, P, pts = ctx.K, ctx.F, ctx.n_psi, ctx.P, ctx.pts
-    if ctx.mask is not None:  # the background takes no part in the comparison
-        X = X * ctx.mask
+    X = masks.apply(X, ctx.mask)  # the background takes no part in the comparison
     xp = ctx.backend.rfft2(X)[..., np.mod(pts.ky, ctx.n), pts.kx]  # [m, Np] complex128
     c = flipped_ctf(ctf, pts.kx, pts.ky, ctx.n, ctx.sampling, F, st.phase_flipped)
     c = np.broadcast_to(c, (m, F, pts.n_points))

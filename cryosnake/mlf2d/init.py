@@ -24,8 +24,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryosnake import masks
 from cryosnake.kernels import cpu as _cpu
-from cryosnake.masks import particle_mask
 from cryosnake.ml2d.sums import AdditiveStats
 
 from .fourier import (
@@ -68,11 +68,11 @@ def start_statistics(images, ctf, groups, n_groups: int, sampling: float,
     stats = StartStatistics(np.zeros((n_groups, L)), np.zeros((n_groups, len(kx)), complex),
                             np.zeros((n_groups, len(kx))), np.zeros(n_groups))
     groups = np.asarray(groups, np.int64)
-    mask = particle_mask(n, settings.particle_diameter, sampling)
+    mask = masks.particle_mask(n, settings.particle_diameter, sampling)
     for b0 in range(0, n_img, batch):
         rows = np.arange(b0, min(n_img, b0 + batch))
-        x = np.asarray(images[rows], np.float64)
-        xp = gather_points(backend.rfft2(x if mask is None else x * mask), kx, ky)
+        x = masks.apply(np.asarray(images[rows], np.float64), mask)
+        xp = gather_points(backend.rfft2(x), kx, ky)
         sub = None if ctf is None else ctf.subset(rows)
         c = np.broadcast_to(flipped_ctf(sub, kx, ky, n, sampling, 1, settings.phase_flipped)[:, 0],
                             xp.shape)
@@ -117,10 +117,8 @@ def start_model(stats: StartStatistics, settings: MLF2DSettings, sampling: float
         refs = refs[None] if refs.ndim == 2 else refs
         points = np.where(shell <= top, np.fft.rfft2(refs)[..., np.mod(ky, n), kx], 0.0)
         iteration = 0
-    refs = band_limited_image(points, kx, ky, n)
-    mask = particle_mask(n, settings.particle_diameter, sampling)
-    if mask is not None:
-        refs = refs * mask
+    mask = masks.particle_mask(n, settings.particle_diameter, sampling)
+    refs = masks.apply(band_limited_image(points, kx, ky, n), mask)
     refs = refs.astype(np.float32).astype(np.float64)
     k = refs.shape[0]
     model = MLF2DModel(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.masks import particle_mask
+from cryosnake import masks
 from cryosnake.ml2d import reseed
 from cryosnake.ml2d.mstep import updated_fields
 
@@ -72,29 +72,23 @@ def mstep(model: MLF2DModel, sums: MLF2DSums, settings: MLF2DSettings) -> MLF2DM
         prob, ext = next_limits(data_ssnr(power, den), weights, model.shell_high, floor,
                                 settings.extension_shells, settings.likelihood_shells)
         averages = np.where(shell <= ext, averages, 0.0)
-    refs = band_limited_image(averages, kx, ky, n)
-    mask = particle_mask(n, settings.particle_diameter, model.sampling)
-    if mask is not None:  # solvent flattening
-        refs = refs * mask
+    mask = masks.particle_mask(n, settings.particle_diameter, model.sampling)
+    refs = masks.apply(band_limited_image(averages, kx, ky, n), mask)  # solvent flattening
     refs = refs.astype(np.float32).astype(np.float64)
     ssnr = np.zeros((K, n // 2))
     ssnr[:, :L] = ssnr_used
 
     noise = model.noise_spectra if settings.fix_sigma_noise else update_noise(model, sums)
-    fields = updated_fields(model, sums, settings, refs)
-    if reseed.active(settings, fields["iteration"]):
-        rng = reseed.rng(settings.seed, fields["iteration"])
-        top = ext if ext >= 0 else L - 1
+    top = ext if ext >= 0 else L - 1
 
-        def perturbation(j: int) -> np.ndarray:  # noise of a half-set average: 1 / Den_j(l)
-            var = np.where((den[j, shell] > 0) & (shell <= top),
-                           1.0 / np.where(den[j, shell] > 0, den[j, shell], 1.0), 0.0)
-            e = np.sqrt(var / 2.0) * (rng.normal(size=var.shape) + 1j * rng.normal(size=var.shape))
-            e = band_limited_image(e, kx, ky, n)
-            return e if mask is None else e * mask
+    def perturbation(rng, j: int) -> np.ndarray:  # noise of a half-set average: 1 / Den_j(l)
+        d = den[j, shell]
+        var = np.where((d > 0) & (shell <= top), 1.0 / np.where(d > 0, d, 1.0), 0.0)
+        e = np.sqrt(var / 2.0) * (rng.normal(size=var.shape) + 1j * rng.normal(size=var.shape))
+        return masks.apply(band_limited_image(e, kx, ky, n), mask)
 
-        split = reseed.pairs(sums.best_count, settings.reseed_fraction)
-        fields = reseed.reseed_fields(fields, split, perturbation)
+    fields = reseed.apply(updated_fields(model, sums, settings, refs), sums.best_count, settings,
+                          perturbation)
     new = MLF2DModel(
         **fields,
         sigma_noise=0.0,
