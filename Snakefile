@@ -49,3 +49,4 @@ rule all:
         f"{OUT}/ml2d/convergence.png",
         f"{OUT}/significant/volume.png",
         f"{OUT}/summary.txt",
+        ML2D_SUBSETS if config["ml2d"]["write_subsets"] else [],

@@ -201,6 +201,8 @@ def write(settings: DemoSettings, folder) -> None:
                            "rlnVoltage": [settings.voltage],
                            "rlnSphericalAberration": [settings.spherical_aberration],
                            "rlnAmplitudeContrast": [settings.amplitude_contrast]})
+    if settings.ctf:  # the demo applies the CTF itself and does not flip, like RELION
+        optics[star.PHASE_FLIP] = 0
     mrc.write_stack(stack, images, settings.sampling)
     mrc.write_stack(folder / "views.mrcs", views, settings.sampling)
     mrc.write_volume(folder / "phantom.mrc", volume, settings.sampling)

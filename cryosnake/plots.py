@@ -480,12 +480,83 @@ def significant_progress(stats_jsons: Sequence, out_png) -> Figure:
     return _save(fig, out_png)
 
 
+# --- 6. Reprojections ------------------------------------------------------------------------
+
+
+def _unit_contrast(img: np.ndarray) -> np.ndarray:
+    """``img`` mapped to [0, 1] by its own 1st-99th percentile (clipped)."""
+    lo, hi = _contrast(img)
+    return np.clip((np.nan_to_num(img, nan=lo) - lo) / (hi - lo), 0.0, 1.0)
+
+
+def reprojections(reprojections_star, averages_mrcs, reprojections_mrcs, out_png) -> Figure:
+    """Each class average beside the volume's projection at its assigned pose, worst first.
+
+    One panel per average (``n`` axes, nothing else): the average (left) and the projection
+    (right, the section named by ``cryosnakeReprojectionImage``), each with its own contrast,
+    y up, a white gap between them. Panel title: the average's number and stack
+    (``rlnImageName``); under it ``cryosnakeReprojectionCC`` (NCC), the correlation in the
+    circle of the box. Sorted by that correlation, lowest first; an average without a
+    significant direction comes first, labelled "no pose" and framed in red.
+    The suptitle gives the number of averages, the median and the lowest correlation. Up to 8
+    panels a row, so 100 averages make 13 rows.
+
+    The average of row ``k`` is section ``cryosnakeImageIndex`` of ``averages_mrcs`` (the
+    averages at the working grid of Reconstruct Significant).
+    """
+    table = _read_table(reprojections_star, "particles").reset_index(drop=True)
+    averages = mrc.read(averages_mrcs)
+    projections = mrc.read(reprojections_mrcs)
+    averages = averages[None] if averages.ndim == 2 else averages
+    projections = projections[None] if projections.ndim == 2 else projections
+    n = len(table)
+    ncc = table["cryosnakeReprojectionCC"].to_numpy(dtype=np.float64)
+    order = np.argsort(np.where(np.isfinite(ncc), ncc, -np.inf), kind="stable")
+    proj_index, _ = split_image_names(table["cryosnakeReprojectionImage"])
+    avg_index = table["cryosnakeImageIndex"].to_numpy(dtype=np.int64)
+    name_index, stacks = split_image_names(table["rlnImageName"])
+
+    n_cols = max(1, min(n, 8, math.ceil(math.sqrt(1.5 * n))))
+    n_rows = max(1, math.ceil(n / n_cols))
+    pair_in = 2.2 if n_cols <= 4 else 1.9
+    fig = _new_figure(max(5.0, pair_in * n_cols), 0.62 * pair_in * n_rows + 0.7)
+    ok = np.isfinite(ncc)
+    stats = (f"median {np.median(ncc[ok]):.3f}, lowest {ncc[ok].min():.3f}" if ok.any()
+             else "no average has a pose")
+    fig.suptitle(f"Reprojections of the volume: {n} averages, worst first\n"
+                 "left: average, right: projection at its assigned pose\n"
+                 f"NCC in the circle of the box: {stats}", fontsize=10)
+    box = averages.shape[-1]
+    gap = np.ones((box, max(1, box // 12)))
+    for slot, row in enumerate(order):
+        ax = fig.add_subplot(n_rows, n_cols, slot + 1)
+        k, j = int(avg_index[row]), int(proj_index[row])
+        avg = averages[k - 1] if 1 <= k <= len(averages) else np.zeros((box, box))
+        proj = projections[j - 1] if 1 <= j <= len(projections) else np.zeros((box, box))
+        pair = np.hstack([_unit_contrast(avg), gap, _unit_contrast(proj)])
+        ax.imshow(pair, cmap="gray", vmin=0.0, vmax=1.0, origin="lower",
+                  interpolation="nearest")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        at = f"{int(name_index[row])}@" if np.isfinite(name_index[row]) else ""
+        ax.set_title(f"{at}{Path(stacks[row]).name}", fontsize=7, pad=2)
+        if np.isfinite(ncc[row]):
+            ax.set_xlabel(f"NCC {ncc[row]:.3f}", fontsize=8, labelpad=2)
+        else:
+            ax.set_xlabel("no pose", fontsize=8, labelpad=2, color="red", fontweight="bold")
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red")
+                spine.set_linewidth(2.0)
+    return _save(fig, out_png)
+
+
 __all__ = [
     "DPI",
     "angular_distribution",
     "direction_weights",
     "ml2d_convergence",
     "ml2d_gallery",
+    "reprojections",
     "significant_progress",
     "volume_views",
 ]

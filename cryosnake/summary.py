@@ -33,6 +33,9 @@ class RunFiles:
     volume: Path | None = None  # {outdir}/significant/volume.mrc
     angles: Path | None = None  # {outdir}/significant/angles.star
     significant_stats: Path | None = None  # stats.json of the final Significant iteration
+    significant_info: Path | None = None  # {outdir}/significant/input/info.json
+    reprojections: Path | None = None  # {outdir}/significant/reprojections.star
+    phase_flip: str | None = None  # MLF2D with CTF: the phase flip used and where it came from
     plots: list = field(default_factory=list)
 
     @classmethod
@@ -69,6 +72,10 @@ def _ml2d_iterations(files: RunFiles) -> list[str]:
                      f"sigma {_fmt(model.get('sigma_noise'), '.4g')}, "
                      f"xi {_fmt(model.get('sigma_offset'), '.3g')} px")
     return lines
+
+
+def _ml2d_phase_flip(files: RunFiles) -> list[str]:
+    return [] if files.phase_flip is None else [f"  phase flipped: {files.phase_flip}"]
 
 
 def _ml2d_classes(files: RunFiles) -> list[str]:
@@ -112,6 +119,22 @@ def _significant_volume(files: RunFiles) -> list[str]:
     return lines
 
 
+def _significant_input(files: RunFiles) -> list[str]:
+    lines = []
+    if _exists(files.significant_info):
+        info = json.loads(files.significant_info.read_text())
+        if info.get("classes_rule") is not None:
+            out = info.get("classes_left_out", [])
+            lines.append(f"  averages: {info['n_images']} ML2D classes (significant.classes: "
+                         f"{info['classes_rule']}), {len(out)} left out"
+                         + ("" if not out else ":"))
+            lines += [f"    class {c['class']} ({c['particles']} particles): {c['why']}"
+                      for c in out]
+        else:
+            lines.append(f"  averages: {info['n_images']} from significant.input")
+    return lines
+
+
 def _significant_iterations(files: RunFiles) -> list[str]:
     lines = []
     if _exists(files.significant_stats):
@@ -141,10 +164,28 @@ def _significant_angles(files: RunFiles) -> list[str]:
     return lines
 
 
+def _significant_reprojections(files: RunFiles) -> list[str]:
+    lines = []
+    if _exists(files.reprojections):
+        table = _table(files.reprojections, "particles")
+        ncc = table["cryosnakeReprojectionCC"].to_numpy(dtype=np.float64)
+        ok = np.isfinite(ncc)
+        if ok.any():
+            low = int(np.flatnonzero(ok)[np.argmin(ncc[ok])])
+            lines.append(f"  reprojection NCC (average vs. volume projected at its pose, circle "
+                         f"of the box): median {np.median(ncc[ok]):.3f}, lowest {ncc[low]:.3f} "
+                         f"({table['rlnImageName'].iloc[low]})")
+        if not ok.all():
+            lines.append(f"  {int((~ok).sum())} of {len(ncc)} averages without a significant "
+                         "direction (no reprojection)")
+    return lines
+
+
 _SECTIONS = (
-    ("ML2D 2D classification", "ml2d", (_ml2d_iterations, _ml2d_classes)),
+    ("ML2D 2D classification", "ml2d", (_ml2d_iterations, _ml2d_phase_flip, _ml2d_classes)),
     ("Reconstruct Significant", "significant",
-     (_significant_volume, _significant_iterations, _significant_angles)),
+     (_significant_volume, _significant_input, _significant_iterations, _significant_angles,
+      _significant_reprojections)),
 )
 
 
@@ -162,7 +203,7 @@ def run_summary(files: RunFiles) -> str:
     converged or not, final log-likelihood, ⟨Pmax⟩, σ, ξ; the classes with particle count, % of
     particles and α_k, empty ones flagged), Reconstruct Significant (volume path, box in voxels
     and voxel size in Å, the iteration and final significance, significant directions per
-    image, number of assignments) and the plots.
+    image, number of assignments, median and lowest reprojection correlation) and the plots.
     """
     lines = [f"cryosnake run summary: {files.outdir}"]
     for title, sub, parts in _SECTIONS:

@@ -6,4 +6,5 @@ from cryosnake.pipeline.ml2d import final_job
 with rule_job(snakemake.log[0], snakemake.threads, "ml2d"):
     final_job(snakemake.input.particles, snakemake.input.model, snakemake.input.assignments,
               snakemake.params.ml2d, snakemake.output.classes, snakemake.output.classes_star,
-              snakemake.output.particles, snakemake.output.model)
+              snakemake.output.particles, snakemake.output.model, snakemake.output.model_star,
+              snakemake.output.xmd)

@@ -2,6 +2,8 @@
 
 from pathlib import Path
 
+from cryosnake.io import star
+from cryosnake.mlf2d import resolve_phase_flipped
 from cryosnake.pipeline.jobs import rule_job
 from cryosnake.summary import RunFiles, write_run_summary
 
@@ -10,5 +12,11 @@ with rule_job(snakemake.log[0], 1, "summary"):
     files = RunFiles.of(Path(snakemake.output[0]).parent, ml2d_model=inp.ml2d_model,
                         classes=inp.classes, classes_star=inp.classes_star, volume=inp.volume,
                         angles=inp.angles, significant_stats=inp.significant_stats,
-                        plots=inp.plots)
+                        significant_info=inp.significant_info,
+                        reprojections=inp.reprojections, plots=inp.plots)
+    if snakemake.params.phase_flipped is not None:  # MLF2D with CTF correction
+        particles, optics = star.read_particles(inp.particles)
+        flipped, origin = resolve_phase_flipped(snakemake.params.phase_flipped,
+                                                star.merge_optics(particles, optics))
+        files.phase_flip = f"{str(flipped).lower()} ({origin})"
     print(write_run_summary(files, snakemake.output[0]))

@@ -41,3 +41,28 @@ def cuda_backend():
     if not kernels.cuda_available():
         pytest.skip("neither a CUDA GPU (with CuPy) nor numba's CUDA simulator is available")
     return importlib.import_module("cryosnake.kernels.cuda")
+
+
+@pytest.fixture(scope="session")
+def relion():
+    """RELION 3.1's programs as the real client of our files: a function ``run(program, *args,
+    cwd)`` that runs one and fails the test with its output on a non-zero exit. Skips where
+    RELION is not installed, unless CRYOSNAKE_REQUIRE_RELION=1 (set by .ci/run)."""
+    import shutil
+    import subprocess
+
+    if shutil.which("relion_reconstruct") is None:
+        if os.environ.get("CRYOSNAKE_REQUIRE_RELION") == "1":
+            pytest.fail("CRYOSNAKE_REQUIRE_RELION=1 but relion_reconstruct is not on PATH "
+                        "(bash .ci/relion/install.sh)")
+        pytest.skip("RELION 3.1 is not installed (apt-get install -y relion)")
+
+    def run(program: str, *args, cwd=None) -> str:
+        proc = subprocess.run([program, *map(str, args)], cwd=cwd, capture_output=True,
+                              text=True, timeout=600)
+        if proc.returncode != 0:
+            pytest.fail(f"{program} {' '.join(map(str, args))} exited {proc.returncode}:\n"
+                        f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        return proc.stdout
+
+    return run

@@ -70,7 +70,9 @@ def test_one_source_of_defaults(cfg):
                               (SignificantSettings(), "significant"), (DemoSettings(), "demo")):
         for key, value in cfg[section].items():
             name = ml2d_names.get(key, key) if section == "ml2d" else key
-            if hasattr(settings, name):
+            if key == "phase_flipped":  # `auto` is resolved from the input's metadata
+                assert (value, getattr(settings, name, False)) == ("auto", False)
+            elif hasattr(settings, name):
                 assert getattr(settings, name) == value, f"{type(settings).__name__}.{name}"
 
 
@@ -97,10 +99,20 @@ def test_scipion_defaults(cfg):
     ("significant.tilt_max", 200, r"significant.tilt_max = 200: .*≤ 180"),
     ("significant.max_shift", -3, r"significant.max_shift = -3: .*≥ -1"),
     ("ml2d.bogus", 1, r"ml2d: Additional properties are not allowed \('bogus'"),
+    ("ml2d.phase_flipped", "yes", r"ml2d.phase_flipped = 'yes': .*one of auto, True, False"),
+    ("significant.classes", "some", r"significant.classes = 'some'"),
+    ("significant.classes", [0, 2], r"significant.classes = \[0, 2\]"),
+    ("significant.classes", {"min_size": 3}, r"significant.classes = \{'min_size': 3\}"),
+    ("significant.classes", {"min_fraction": 2}, r"significant.classes = \{'min_fraction'"),
 ])
 def test_schema_errors_name_key_and_range(cfg, key, value, match):
     with pytest.raises(InputError, match=match):
         cs_config.validate(set_key(cfg, key, value), SCHEMA)
+
+
+@pytest.mark.parametrize("value", ["all", [3, 1], {"min_particles": 10}, {"min_share": 0.5}])
+def test_class_selection_forms_are_valid(cfg, value):
+    cs_config.validate(set_key(cfg, "significant.classes", value), SCHEMA)
 
 
 @pytest.mark.parametrize("key,value,match", [

@@ -11,6 +11,7 @@ from cryosnake import demo
 from cryosnake.errors import InputError
 from cryosnake.io import importers, mrc, star
 from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks
+from cryosnake.mlf2d import resolve_phase_flipped
 from cryosnake.pipeline.data import import_job
 
 BOX = 16
@@ -55,7 +56,8 @@ def test_relion31_star_keeps_columns_order_ctf_and_resolves_paths(tmp_path):
     os.chdir(work)
     summary = import_job(src, work / "out.star", work / "summary.json")
     assert summary == {"source": str(src), "format": "star", "n_particles": 6, "box": BOX,
-                       "sampling": 2.5, "optics_groups": 1, "has_ctf": True}
+                       "sampling": 2.5, "optics_groups": 1, "has_ctf": True,
+                       "phase_flipped": None}
     ps = ParticleStack(work / "out.star")
     assert ps.n == 6 and ps.box == BOX and ps.sampling == 2.5
     assert list(ps.particles["myLabel"]) == [f"m{i}" for i in range(6)]
@@ -153,6 +155,9 @@ def test_cryosparc_cs(tmp_path):
     np.testing.assert_allclose(ps.table["rlnImagePixelSize"], 1.25)
     np.testing.assert_allclose(ps.table["rlnDefocusU"], [15000, 16000, 17000])
     assert [str(u) for u in ps.table["cryosparcUid"]] == ["11", "12", "13"]
+    # cryoSPARC never phase-flips at extraction: MLF2D's `auto` reads "not flipped"
+    assert resolve_phase_flipped("auto", ps.table) == (
+        False, "auto: rlnCtfDataArePhaseFlipped = 0 in the input")
 
 
 @pytest.mark.parametrize("suffix", [".mrcs", ".mrc", ".st"])
@@ -256,3 +261,38 @@ def test_chunking_covers_every_particle_once():
     rows = np.concatenate([chunk_rows(2503, 500, c) for c in range(n_chunks(2503, 500))])
     np.testing.assert_array_equal(rows, np.arange(2503))
     assert n_chunks(2503, 500) == 6 and n_chunks(10, 1000) == 1
+
+
+@pytest.mark.parametrize("flag,expected", [(None, False), (0, False), (1, True)])
+def test_phase_flip_flag_travels_from_relion31_optics_to_auto(tmp_path, flag, expected):
+    """RELION 3.1's rlnCtfDataArePhaseFlipped (optics group) passes through the import and
+    decides ``phase_flipped: auto``; an input that says nothing is "not flipped"; explicit
+    true/false win over the flag."""
+    src, _ = relion31(tmp_path)
+    if flag is not None:
+        blocks = starfile.read(src, always_dict=True)
+        blocks["optics"]["rlnCtfDataArePhaseFlipped"] = flag
+        starfile.write(blocks, src, overwrite=True)
+    summary = import_job(src, tmp_path / "out.star", tmp_path / "summary.json")
+    assert summary["phase_flipped"] == (None if flag is None else bool(flag))
+    table = ParticleStack(tmp_path / "out.star").table
+    flipped, origin = resolve_phase_flipped("auto", table)
+    assert flipped is expected and origin.startswith("auto: ")
+    assert ("has no rlnCtfDataArePhaseFlipped" in origin) == (flag is None)
+    assert resolve_phase_flipped(not expected, table)[0] is (not expected)
+
+
+def test_phase_flip_flag_per_particle_in_relion30_and_mixed_groups(tmp_path):
+    src, _ = relion31(tmp_path, rlnCtfDataArePhaseFlipped=[1, 1, 1, 1, 1, 1])
+    blocks = starfile.read(src, always_dict=True)
+    starfile.write({"particles": blocks["particles"].assign(
+        rlnImagePixelSize=2.5, rlnVoltage=300.0, rlnSphericalAberration=2.7,
+        rlnAmplitudeContrast=0.07).drop(columns="rlnOpticsGroup")}, src, overwrite=True)
+    import_job(src, tmp_path / "out.star", tmp_path / "summary.json")
+    table = ParticleStack(tmp_path / "out.star").table
+    assert resolve_phase_flipped("auto", table)[0] is True
+    table.loc[2, "rlnCtfDataArePhaseFlipped"] = 0
+    with pytest.raises(InputError, match="differs between"):
+        resolve_phase_flipped("auto", table)
+    with pytest.raises(InputError, match="auto, true or false"):
+        resolve_phase_flipped("yes", table)

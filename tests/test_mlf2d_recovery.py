@@ -22,15 +22,22 @@ BOX = 48
 LIMIT = 12.0  # Å: the demo phantom's detail (Gaussians of 1-2 px) lies beyond 20 Å
 
 
-@pytest.fixture(scope="module")
-def ctf_data():
-    s = demo.DemoSettings(n_particles=300, box=BOX, sampling=SAMPLING, views=3, snr=0.05,
-                          shift_std=1.5, ctf=True, defocus_min=10000.0, defocus_max=30000.0,
-                          seed=1)
+def simulate_ctf(**demo_settings):
+    """Demo particles with CTF (``demo.DemoSettings`` keys; defocus 1-3 µm unless given):
+    ``(images, truth table, clean views, CTF parameters)``."""
+    s = demo.DemoSettings(**{"ctf": True, "defocus_min": 10000.0, "defocus_max": 30000.0,
+                             **demo_settings})
     images, truth, _, views = demo.simulate(s)
     ctf = CTFParams(truth["rlnDefocusU"].to_numpy(), truth["rlnDefocusV"].to_numpy(),
                     truth["rlnDefocusAngle"].to_numpy(), s.voltage, s.spherical_aberration,
                     s.amplitude_contrast)
+    return images, truth, views, ctf
+
+
+@pytest.fixture(scope="module")
+def ctf_data():
+    images, truth, views, ctf = simulate_ctf(n_particles=300, box=BOX, sampling=SAMPLING,
+                                             views=3, snr=0.05, shift_std=1.5, seed=1)
     t = {"theta": -truth["rlnAnglePsi"].to_numpy(),  # demo truth -> hypothesis terms
          "mirror": truth["cryosnakeMirror"].to_numpy(),
          "tx": -truth["rlnOriginXAngst"].to_numpy() / SAMPLING,
@@ -102,6 +109,55 @@ def test_phase_flipped_input_gives_the_same_classes(ctf_data, mlf2d_run):
     assert np.mean(a["psi_deg"] == raw_a["psi_deg"]) >= 0.98
     np.testing.assert_allclose(model.references, raw_model.references,
                                atol=1e-3 * np.abs(raw_model.references).max())
+
+
+def _band_correlation_at_best_pose(a, b, low, high):
+    """Correlation of ``a`` with ``b`` in the band ``low``-``high`` Å, at the pose (rotation
+    3°, mirror, cyclic shift) that best aligns their ``high``-Å low-passed versions."""
+    best, band_cc = -1.0, 0.0
+    lp = _lowpass(b, high)
+    y, yb = lp - lp.mean(), lp - _lowpass(b, low)
+    for mirrored in (a, a[:, (2 * (BOX // 2) - np.arange(BOX)) % BOX]):
+        for r in cpu.rotate_images(np.repeat(mirrored[None], 120, 0), np.arange(0, 360, 3.0)):
+            x = _lowpass(r, high)
+            xb, x = x - _lowpass(r, low), x - x.mean()
+            cc = np.real(np.fft.ifft2(np.conj(np.fft.fft2(x)) * np.fft.fft2(y)))
+            if cc.max() / np.linalg.norm(x) / np.linalg.norm(y) > best:
+                best = cc.max() / np.linalg.norm(x) / np.linalg.norm(y)
+                ccb = np.real(np.fft.ifft2(np.conj(np.fft.fft2(xb)) * np.fft.fft2(yb)))
+                band_cc = ccb.flat[cc.argmax()] / np.linalg.norm(xb) / np.linalg.norm(yb)
+    return band_cc
+
+
+def test_forcing_phase_flipped_on_raw_images_loses_fidelity():
+    """The demo's images are not phase-flipped (as RELION's). ``phase_flipped: auto`` reads
+    that from the input (tests/test_io_import.py) and gives the settings of explicit
+    ``false``; forcing ``true`` models |CTF| where the CTF changes sign, so beyond the first
+    CTF zero (defocus 2-4 µm: 20-28 Å) its class averages lose the clean views."""
+    import pandas as pd
+
+    from cryosnake.pipeline.ml2d import settings_from_config
+
+    cfg = {"classes": 3, "psi_step": 5.0, "mirror": True, "fast": True, "norm": False,
+           "noise_std": 1.0, "offset_std": 3.0, "seed": 1, "particle_diameter": 0.0,
+           "reseed_fraction": 0.25, "reseed_iterations": 10, "fourier": True,
+           "ctf_correction": True, "high_res_limit": 10.0}
+    table = pd.DataFrame({"rlnCtfDataArePhaseFlipped": [0] * 3})  # what the demo writes
+    auto = settings_from_config({**cfg, "phase_flipped": "auto"}, table)
+    assert auto == settings_from_config({**cfg, "phase_flipped": False}, table)
+
+    images, _, views, ctf = simulate_ctf(n_particles=300, box=BOX, sampling=SAMPLING, views=3,
+                                         snr=1.0, shift_std=1.5, defocus_min=20000.0,
+                                         defocus_max=40000.0, seed=1)
+    fidelity = {}
+    for flipped in (False, True):
+        model = run_mlf2d(images.astype(np.float64), ctf, SAMPLING,
+                          auto.replace(phase_flipped=flipped), max_iterations=10)[0]
+        fidelity[flipped] = np.median([max(_band_correlation_at_best_pose(r, v, 25.0, 10.0)
+                                           for r in model.references) for v in views])
+    print(f"median 25-10 Å correlation to the clean views: false (= auto) "
+          f"{fidelity[False]:.3f}, forced true {fidelity[True]:.3f}")
+    assert fidelity[False] >= 0.5 and fidelity[True] < fidelity[False] - 0.3, fidelity
 
 
 def test_high_res_limit_leaves_the_frequencies_beyond_out(ctf_data):

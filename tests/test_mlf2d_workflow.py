@@ -32,7 +32,7 @@ def snakemake(folder, *targets, check=True):
 def test_mlf2d_run_writes_the_ml2d_outputs(tmp_path):
     (tmp_path / "config.yaml").write_text(
         "demo: {n_particles: 200, box: 32, views: 3, snr: 0.3, seed: 4, ctf: true}\n"
-        "ml2d: {classes: 3, max_iterations: 3, seed: 2, fourier: true, phase_flipped: false}\n"
+        "ml2d: {classes: 3, max_iterations: 3, seed: 2, fourier: true}\n"
         "compute: {chunk_size: 100, threads: 1}\n")
     snakemake(tmp_path, "ml2d")
     out = tmp_path / "results" / "ml2d"
@@ -59,7 +59,10 @@ def test_mlf2d_run_writes_the_ml2d_outputs(tmp_path):
     for i in range(4):  # iteration 0 (generated classes) .. 3
         m = json.loads((out / f"iter_{i:03d}" / "model.json").read_text())
         assert m["fourier"] is True and np.isfinite(m["loglik"])
-    assert "MLF2D start model" in (out / "logs" / "start.log").read_text()
+    start_log = (out / "logs" / "start.log").read_text()
+    assert "MLF2D start model" in start_log
+    # phase_flipped: auto (default) reads the demo's rlnCtfDataArePhaseFlipped 0
+    assert "phase flipped: false (auto: rlnCtfDataArePhaseFlipped = 0 in the input)" in start_log
 
 
 def test_mlf2d_without_ctf_columns_stops_at_import(tmp_path):

@@ -264,6 +264,17 @@ def test_run_summary(run_dir):
     assert "volume from iteration 4 (iter_004)" in text
     assert "50 assignments of 10 images" in text
     assert str(run_dir / "plots/volume.png") in text and "missing.png" not in text
+    assert "phase flipped" not in text  # ML2D: no CTF, no line
+    files = run_files(run_dir)
+    files.phase_flip = "false (auto: rlnCtfDataArePhaseFlipped = 0 in the input)"
+    assert ("  phase flipped: false (auto: rlnCtfDataArePhaseFlipped = 0 in the input)\n"
+            in run_summary(files))
+    files.significant_info = run_dir / "info.json"  # the 2D -> 3D selection (prepare job)
+    files.significant_info.write_text(json.dumps({
+        "n_images": 4, "classes_rule": {"min_share": 0.25}, "classes_left_out": [
+            {"class": 2, "particles": 0, "why": "empty"}]}))
+    assert ("  averages: 4 ML2D classes (significant.classes: {'min_share': 0.25}), 1 left "
+            "out:\n    class 2 (0 particles): empty\n") in run_summary(files)
 
 
 def test_run_summary_describes_the_final_files_not_the_newest_folder(run_dir):

@@ -77,6 +77,15 @@ def test_compute_keys_run_nothing(run_folder):
     configure(run_folder)
 
 
+def test_write_subsets_writes_only_the_subsets(run_folder):
+    """ml2d.write_subsets on: the per-class STARs and nothing else; off again: nothing."""
+    configure(run_folder, ml2d={"write_subsets": True})
+    assert jobs(snakemake(run_folder).stdout) == {"ml2d_subsets", "all"}
+    assert (run_folder / "results/ml2d/class_003.star").exists()
+    configure(run_folder)
+    assert jobs(snakemake(run_folder).stdout) == set()
+
+
 def test_raising_max_iterations_runs_only_the_new_iterations(run_folder):
     assert final_iteration(run_folder) == 2
     configure(run_folder, ml2d={"max_iterations": 3})
@@ -133,8 +142,8 @@ def test_numeric_keys_rerun_their_stage(run_folder):
     out = jobs(snakemake(run_folder, "-n").stdout)
     assert out == {"significant_start", "significant_iteration(iter=001)",
                    "significant_iteration(iter=002)", "significant", "significant_plots",
-                   "summary", "all"}
-    configure(run_folder, ml2d={"max_iterations": 4}, significant={"min_class_share": 0.5})
+                   "significant_reprojections", "summary", "all"}
+    configure(run_folder, ml2d={"max_iterations": 4}, significant={"classes": {"min_share": 0.5}})
     out = jobs(snakemake(run_folder, "-n").stdout)
     assert "significant_prepare" in out and not any(j.startswith("ml2d") for j in out)
     configure(run_folder, ml2d={"max_iterations": 4, "psi_step": 10.0})

@@ -54,5 +54,6 @@ def ml2d_iteration(iteration: int, chunks: int) -> set[str]:
 def significant_run(iterations: int) -> set[str]:
     """Every Reconstruct Significant job of a run of ``iterations`` (after the averages are
     prepared), plus the figures and the summary that depend on it."""
-    return ({"significant_start", "significant", "significant_plots", "summary", "all"}
+    return ({"significant_start", "significant", "significant_plots", "significant_reprojections",
+             "summary", "all"}
             | {f"significant_iteration(iter={i:03d})" for i in range(1, iterations + 1)})

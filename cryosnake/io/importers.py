@@ -170,6 +170,7 @@ def read_cryosparc(path: Path):
     if "ctf/phase_shift_rad" in names:
         particles["rlnPhaseShift"] = np.rad2deg(cs["ctf/phase_shift_rad"].astype(float))
     particles, optics = _optics_from_relion30(particles)
+    optics[star.PHASE_FLIP] = 0  # cryoSPARC extracts without phase flipping
     # cryoSPARC paths are relative to the project folder, usually the .cs file's grandparent
     base = path.parent.parent if not (path.parent / paths[0]).exists() else path.parent
     return particles, optics, base

@@ -15,7 +15,7 @@ filters, resolution limits), :mod:`.init`, :mod:`.estep`, :mod:`.mstep`, :mod:`.
 """
 
 from .estep import estep
-from .groups import defocus_groups, particle_ctf, particle_groups
+from .groups import defocus_groups, particle_ctf, particle_groups, resolve_phase_flipped
 from .init import StartStatistics, start_model, start_statistics
 from .model import MLF2DModel
 from .mstep import mstep
@@ -32,6 +32,7 @@ __all__ = [
     "mstep",
     "particle_ctf",
     "particle_groups",
+    "resolve_phase_flipped",
     "start_model",
     "start_statistics",
 ]

@@ -16,9 +16,37 @@ import numpy as np
 
 from cryosnake.ctf import CTFParams, ctf_from_frequencies
 from cryosnake.errors import InputError
+from cryosnake.io import star
 from cryosnake.ml2d.hypotheses import FLIP_MATRICES
 
 CTF_COLUMNS = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+
+PHASE_FLIP_COLUMN = star.PHASE_FLIP
+
+
+def resolve_phase_flipped(setting, table) -> tuple[bool, str]:
+    """``ml2d.phase_flipped`` as used: ``(flipped, where the value came from)``.
+
+    ``True``/``False`` are the user's; ``"auto"`` reads :data:`PHASE_FLIP_COLUMN` of the merged
+    particle table (the import writes it for every format that says: RELION's flag, and 0 for
+    cryoSPARC, which never flips at extraction) and is "not flipped" where the input says
+    nothing, as for RELION particles. One value for all particles, or an :class:`InputError`.
+    """
+    if setting is True or setting is False:
+        return setting, f"ml2d.phase_flipped: {str(setting).lower()} in the config"
+    if setting != "auto":
+        raise InputError(f"ml2d.phase_flipped must be auto, true or false, not {setting!r}.")
+    if PHASE_FLIP_COLUMN not in table:
+        return False, (f"auto: the input has no {PHASE_FLIP_COLUMN}, so not flipped (RELION "
+                       "extracts without phase flipping; set ml2d.phase_flipped: true for "
+                       "particles flipped elsewhere, e.g. by Xmipp in Scipion)")
+    values = np.unique(np.asarray(table[PHASE_FLIP_COLUMN], dtype=np.int64))
+    if len(values) > 1:
+        raise InputError(f"{PHASE_FLIP_COLUMN} differs between the particles' optics groups: "
+                         "MLF2D models all particles one way. Classify flipped and unflipped "
+                         "particles separately, or set ml2d.phase_flipped explicitly.")
+    flipped = bool(values[0])
+    return flipped, f"auto: {PHASE_FLIP_COLUMN} = {int(flipped)} in the input"
 
 
 def particle_ctf(table, settings) -> CTFParams | None:
@@ -83,6 +111,9 @@ def flipped_ctf(ctf: CTFParams | None, kx, ky, n: int, sampling: float, n_flips:
     """``CTF_i(F_f k)`` for particles ``i``, flips ``f`` and points ``(kx, ky)`` (FFT index
     units of an ``N`` box at ``sampling`` Å/px): ``[n_particles, F, Np]``; ``|CTF|`` when
     ``phase_flipped``; ``ctf=None`` gives ones ``[1, F, Np]`` (broadcasts over particles)."""
+    if phase_flipped is None:
+        raise ValueError("phase_flipped is not resolved (ml2d.phase_flipped: auto needs the "
+                         "particle table: mlf2d.resolve_phase_flipped)")
     if ctf is None:
         return np.ones((1, n_flips, len(kx)))
     mats = FLIP_MATRICES[:n_flips]

@@ -23,7 +23,8 @@ class MLF2DSettings(ML2DSettings):
 
     * ``ctf_correction``: model the CTF of every particle (``False``: ``c = 1``, one defocus
       group; the pixel size is still needed for the resolution limit).
-    * ``phase_flipped``: the images were phase-flipped at extraction: the model uses ``|CTF|``.
+    * ``phase_flipped``: the images were phase-flipped at extraction: the model uses ``|CTF|``
+      (``None``: not known to this job; only the M-step, which does not use it, accepts it).
     * ``high_res_limit`` (Å): Fourier components beyond it take no part at all (likelihood,
       references, noise); ``0`` = up to the last complete shell inside Nyquist.
     * ``search_shift`` (px): radius of the limited translation search around the stored
@@ -46,7 +47,7 @@ class MLF2DSettings(ML2DSettings):
     """
 
     ctf_correction: bool = True
-    phase_flipped: bool = True
+    phase_flipped: bool | None = False
     high_res_limit: float = 20.0
     search_shift: float = 3.0
     defocus_bin: float = 1000.0

@@ -33,6 +33,9 @@ def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=Fals
         "sampling": float(pixel_sizes[0]),
         "optics_groups": int(len(optics)),
         "has_ctf": bool(has_ctf),
+        # what the input says (None: nothing); ml2d.phase_flipped: auto uses it
+        "phase_flipped": (bool(table[star.PHASE_FLIP].astype(int).max())
+                          if star.PHASE_FLIP in table else None),
     }
     if len(pixel_sizes) > 1:
         print(f"warning: several pixel sizes {pixel_sizes.tolist()} Å/px; using "

@@ -7,7 +7,10 @@ Files of one run (``{outdir}/ml2d``):
 * ``start/``: the single global average that iteration 0 of "generate classes" aligns to.
 * ``iter_NNN/``: ``model.json`` + ``references.mrcs`` written by the M-step of iteration NNN,
   and ``chunks/{sums,state,assignments}_CCCC.npz`` written by its E-step jobs.
-* ``classes.mrcs``, ``classes.star``, ``particles.star``, ``model.json``: the final outputs.
+* ``classes.mrcs``, ``classes.star``, ``particles.star``, ``model.json``: the final outputs,
+  with ``model.star`` (RELION Class2D model, :mod:`cryosnake.io.relion_model`),
+  ``particles.xmd`` (every pose for Xmipp/Scipion, :mod:`cryosnake.io.xmipp`) and, on request,
+  ``class_NNN.star`` (the particles of each class, :func:`subsets_job`).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from tqdm import tqdm
 from cryosnake import mlf2d
 from cryosnake.atomic import save_npz
 from cryosnake.errors import InputError
-from cryosnake.io import mrc, star
+from cryosnake.io import mrc, relion_model, star, xmipp
 from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_names
 from cryosnake.kernels import get_backend
 from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
@@ -37,9 +40,10 @@ from cryosnake.ml2d.init import (
 MIRROR_COLUMN = "cryosnakeMirror"
 
 
-def settings_from_config(ml2d: dict) -> ML2DSettings:
+def settings_from_config(ml2d: dict, table=None) -> ML2DSettings:
     """The ``ml2d:`` config section as :class:`ML2DSettings` (:class:`MLF2DSettings
-    <cryosnake.mlf2d.MLF2DSettings>` with ``fourier``)."""
+    <cryosnake.mlf2d.MLF2DSettings>` with ``fourier``). ``phase_flipped: auto`` is resolved
+    from the merged particle ``table`` (``None`` without one: the M-step does not use it)."""
     common = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
                   fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
                   offset_std=ml2d["offset_std"], seed=ml2d["seed"],
@@ -49,8 +53,13 @@ def settings_from_config(ml2d: dict) -> ML2DSettings:
     if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
         common["max_iterations"] = ml2d["max_iterations"]
     if ml2d.get("fourier"):
+        flipped = ml2d["phase_flipped"]
+        if flipped == "auto" and not ml2d["ctf_correction"]:
+            flipped = False  # no CTF in the model: nothing to flip
+        elif flipped == "auto":
+            flipped = None if table is None else mlf2d.resolve_phase_flipped(flipped, table)[0]
         return mlf2d.MLF2DSettings(**common, ctf_correction=ml2d["ctf_correction"],
-                                   phase_flipped=ml2d["phase_flipped"],
+                                   phase_flipped=flipped,
                                    high_res_limit=ml2d["high_res_limit"])
     return ML2DSettings(**common)
 
@@ -82,11 +91,19 @@ def read_references(path, box: int) -> np.ndarray:
     return refs.astype(np.float64)
 
 
+def count_references(path) -> int:
+    """Number of user references in an MRC stack or a STAR of images (read at start-up to
+    name the per-class outputs)."""
+    if str(path).endswith(".star"):
+        return len(next(iter(star.read_blocks(path).values())))
+    return mrc.header_info(path)["shape"][0]
+
+
 def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs) -> None:
     """Iteration-0 input: the global average (generated classes) or the user references."""
-    settings = settings_from_config(ml2d_cfg)
     if ml2d_cfg["fourier"]:
-        return _mlf2d_start(particles_star, ml2d_cfg, settings, chunk_size, out_model, out_refs)
+        return _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs)
+    settings = settings_from_config(ml2d_cfg)
     with ParticleStack(particles_star) as ps:
         if ml2d_cfg["references"]:
             model = initial_model_from_references(read_references(ml2d_cfg["references"], ps.box),
@@ -101,10 +118,14 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
           f"xi {model.sigma_offset:.4g}")
 
 
-def _mlf2d_start(particles_star, ml2d_cfg, settings, chunk_size, out_model, out_refs) -> None:
+def _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs) -> None:
     """MLF2D start: one pass over the particles for the CTF-corrected global average and the
     initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.init`)."""
     with ParticleStack(particles_star) as ps:
+        settings = settings_from_config(ml2d_cfg, ps.table)
+        if ml2d_cfg["ctf_correction"]:
+            flipped, origin = mlf2d.resolve_phase_flipped(ml2d_cfg["phase_flipped"], ps.table)
+            print(f"phase flipped: {str(flipped).lower()} ({origin})")
         ctf, groups, centres = mlf2d.particle_groups(ps.table, settings)
         stats = 0
         for c in range(n_chunks(ps.n, chunk_size)):
@@ -125,9 +146,9 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
               backend: str, model_json, previous_state, out_sums, out_state,
               out_assignments) -> None:
     """E-step of one particle chunk against the model of the previous iteration."""
-    settings = settings_from_config(ml2d_cfg)
     model = load_model(model_json, ml2d_cfg)
     with ParticleStack(particles_star) as ps:
+        settings = settings_from_config(ml2d_cfg, ps.table)
         rows = chunk_rows(ps.n, chunk_size, chunk)
         images = ps.read(rows)
         n_total = ps.n
@@ -215,8 +236,9 @@ def load_assignments(paths) -> dict[str, np.ndarray]:
 
 
 def final_job(particles_star, model_json, assignment_paths, ml2d_cfg: dict, out_classes,
-              out_classes_star, out_particles, out_model) -> None:
-    """Final class averages, per-class table and per-particle assignments (RELION 3.1)."""
+              out_classes_star, out_particles, out_model, out_model_star, out_xmd) -> None:
+    """Final class averages, per-class table and per-particle assignments (RELION 3.1), the
+    RELION Class2D ``model.star`` and the poses as Xmipp metadata (mirrored ones included)."""
     model = load_model(model_json, ml2d_cfg)
     particles, optics = star.read_particles(particles_star)
     sampling = float(star.merge_optics(particles, optics)["rlnImagePixelSize"].iloc[0])
@@ -248,5 +270,36 @@ def final_job(particles_star, model_json, assignment_paths, ml2d_cfg: dict, out_
     if ml2d_cfg["norm"]:
         out["rlnNormCorrection"] = a["norm_scale"] / model.norm_scale_mean
     star.write_particles(out_particles, out, optics)
+    relion_model.write(out_model_star, model, classes["rlnReferenceImage"])
+    xmipp.write_metadata(out_xmd, xmipp_particles(out, sampling))
     print("classes: " + ", ".join(f"{k + 1}: {c} ({100 * c / len(out):.1f} %)"
                                   for k, c in enumerate(counts)))
+
+
+def xmipp_particles(particles: pd.DataFrame, sampling: float) -> pd.DataFrame:
+    """The rows of ``particles.xmd``: ``image``, ``itemId`` (the input's, else 1..n), ``ref``
+    (class, 1-based), ``anglePsi``, ``shiftX``, ``shiftY`` (px), ``flip`` in Xmipp's convention
+    (:mod:`cryosnake.io.xmipp`), ``pMax`` and ``logLikelihood`` (the labels Xmipp's ML2D writes)
+    and ``samplingRate`` (Å/px), from the final ``particles.star`` table."""
+    pose = xmipp.alignment_from_pose(
+        particles["rlnAnglePsi"], particles["rlnOriginXAngst"] / sampling,
+        particles["rlnOriginYAngst"] / sampling, particles[MIRROR_COLUMN])
+    item = (particles["itemId"].astype(int) if "itemId" in particles
+            else np.arange(1, len(particles) + 1))
+    return pd.DataFrame({
+        "image": particles["rlnImageName"].astype(str), "itemId": item,
+        "ref": particles["rlnClassNumber"].astype(int), **pose,
+        "pMax": particles["rlnMaxValueProbDistribution"],
+        "logLikelihood": particles["rlnLogLikeliContribution"], "samplingRate": float(sampling),
+    })
+
+
+def subsets_job(particles_star, out_paths) -> None:
+    """One RELION 3.1 particle STAR per class (``out_paths[k - 1]`` for class ``k``): the whole
+    optics table (as RELION's Select job keeps it) and the rows of ``particles.star`` with
+    ``rlnClassNumber == k``, in order (an empty class gives an empty particle table)."""
+    particles, optics = star.read_particles(particles_star)
+    for k, path in enumerate(out_paths, start=1):
+        subset = particles[particles["rlnClassNumber"] == k].reset_index(drop=True)
+        star.write_particles(path, subset, optics)
+        print(f"class {k}: {len(subset)} particles -> {path}")

@@ -34,29 +34,67 @@ from cryosnake.significant.iteration import (
 def settings_from_config(sig: dict) -> SignificantSettings:
     """The ``significant:`` config section as :class:`SignificantSettings`."""
     return SignificantSettings.from_config({k: v for k, v in sig.items()
-                                            if k not in ("input", "reference",
-                                                         "min_class_share")})
+                                            if k not in ("input", "reference", "classes")})
 
 
-def read_averages(source, classes_star=None, sampling=None, min_class_share: float = 0.0):
-    """2D averages and their names: the ML2D classes (empty ones left out, and those holding
-    fewer particles than ``min_class_share`` times the mean class size) or a user stack /
-    STAR. Returns ``(images [n, N, N], names, sampling Å/px)``."""
+def select_classes(counts: np.ndarray, empty: np.ndarray, rule) -> tuple[np.ndarray, list]:
+    """The ML2D classes that go to Reconstruct Significant (``significant.classes``).
+
+    ``counts`` [K] particles per class (most probable class), ``empty`` [K] all-zero averages.
+    ``rule``: ``"all"``, a list of 1-based class numbers, or a dict of thresholds a class must
+    all pass (``min_particles``, ``min_fraction`` of all particles, ``min_share`` of the mean
+    class size). Empty classes (no particle or an all-zero average) never go on. Returns
+    ``(keep [K] bool, [(class number, particles, why it was left out), ...])``."""
+    k = len(counts)
+    total = int(counts.sum())
+    reasons = {}
+    for c in np.flatnonzero((counts == 0) | empty):
+        reasons[c] = "empty"
+    if isinstance(rule, list):
+        unknown = sorted(set(rule) - set(range(1, k + 1)))
+        if unknown:
+            raise InputError(f"significant.classes = {rule}: there is no class "
+                             f"{', '.join(map(str, unknown))} (ML2D has {k} classes, numbered "
+                             f"1-{k}).")
+        for c in set(range(k)) - {n - 1 for n in rule}:
+            reasons.setdefault(c, "not in the list")
+    elif rule != "all":
+        mean = total / k
+        tests = (("min_particles", lambda n, t: n >= t, "{n} < min_particles {t}"),
+                 ("min_fraction", lambda n, t: n >= t * total,
+                  "{f:.2%} of the particles < min_fraction {t:g}"),
+                 ("min_share", lambda n, t: n >= t * mean,
+                  "{n} < min_share {t:g} × the mean class size {m:.1f}"))
+        for c in range(k):
+            for key, passes, why in tests:
+                t = rule.get(key, 0)
+                if c not in reasons and not passes(counts[c], t):
+                    reasons[c] = why.format(n=int(counts[c]), t=t, f=counts[c] / max(total, 1),
+                                            m=mean)
+    keep = np.ones(k, bool)
+    keep[list(reasons)] = False
+    return keep, [(c + 1, int(counts[c]), reasons[c]) for c in sorted(reasons)]
+
+
+def read_averages(source, classes_star=None, sampling=None, classes="all"):
+    """2D averages and their names: the ML2D classes chosen by ``classes``
+    (:func:`select_classes`) or a user stack / STAR (used as given). Returns ``(images [n, N,
+    N], names, sampling Å/px, the ML2D classes left out as (class, particles, why))``."""
     source = Path(source)
+    dropped = []
     if classes_star is not None:  # this run's ML2D classes
         images = mrc.read(source)
         table = star.read_blocks(classes_star)["classes"]
         counts = table["cryosnakeParticleCount"].to_numpy()
-        keep = (counts > 0) & (np.abs(images).reshape(len(images), -1).max(axis=1) > 0)
-        small = counts < min_class_share * counts.sum() / len(counts)
-        # (the largest class is never small: it holds at least the mean class size)
-        keep &= ~small
+        empty = np.abs(images).reshape(len(images), -1).max(axis=1) == 0
+        keep, dropped = select_classes(counts, empty, classes)
         names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
         sampling = mrc.header_info(source)["sampling"]
         images, names = images[keep], [n for n, k in zip(names, keep, strict=True) if k]
-        print(f"ML2D classes: {int(keep.sum())} of {len(keep)} kept (empty ones and "
-              f"{int((small & (counts > 0)).sum())} below {min_class_share:g} of the mean class "
-              f"size {counts.sum() / len(counts):.1f} left out)")
+        print(f"ML2D classes: {int(keep.sum())} of {len(keep)} go to Reconstruct Significant "
+              f"(significant.classes: {classes})")
+        for number, n, why in dropped:
+            print(f"  class {number} ({n} particles) left out: {why}")
     elif source.suffix == ".star":
         blocks = star.read_blocks(source)
         table = blocks.get("particles", next(iter(blocks.values())))
@@ -91,17 +129,20 @@ def read_averages(source, classes_star=None, sampling=None, min_class_share: flo
               "views (use more classes)")
     if not np.isfinite(images).all():
         raise InputError(f"significant.input = {source}: the averages contain NaN or Inf.")
-    return images.astype(np.float32), names, float(sampling)
+    return images.astype(np.float32), names, float(sampling), dropped
 
 
 def prepare_job(source, classes_star, sig_cfg: dict, sampling, out_stack, out_info) -> None:
     """Averages at the working grid plus ``info.json`` (boxes, pixel sizes, names)."""
     settings = settings_from_config(sig_cfg)
-    images, names, input_sampling = read_averages(source, classes_star, sampling,
-                                                  sig_cfg["min_class_share"])
+    images, names, input_sampling, dropped = read_averages(
+        source, classes_star, sampling, sig_cfg["classes"] if classes_star else "all")
     work, work_sampling = prepare_images(images, input_sampling, settings)
     mrc.write_stack(out_stack, work, work_sampling)
     write_json(out_info, {"names": names, "n_images": len(names),
+                          "classes_rule": sig_cfg["classes"] if classes_star else None,
+                          "classes_left_out": [{"class": c, "particles": n, "why": why}
+                                               for c, n, why in dropped],
                           "input_box": int(images.shape[-1]), "input_sampling": input_sampling,
                           "box": int(work.shape[-1]), "sampling": work_sampling})
     print(f"{len(names)} averages of {images.shape[-1]} px at {input_sampling:.3f} Å/px; "

@@ -38,6 +38,7 @@ CODE = {
     "ml2d": code_version("cryosnake.pipeline.ml2d"),
     "significant": code_version("cryosnake.pipeline.significant"),
     "plots": code_version("cryosnake.plots"),
+    "reprojection": code_version("cryosnake.pipeline.reprojection"),
     "summary": code_version("cryosnake.summary"),
 }
 
@@ -98,10 +99,24 @@ def ml2d_algorithm_params():
     max_iterations only decides where the chain stops, so it is left out."""
     keys = dict(config["ml2d"])
     keys.pop("max_iterations")
+    keys.pop("write_subsets")  # only asks for more outputs (rule ml2d_subsets)
     if not keys["fourier"]:
         for k in ("ctf_correction", "phase_flipped", "high_res_limit"):
             keys.pop(k)
     return keys
+
+
+def ml2d_n_classes():
+    """K: ml2d.classes, or the number of user references."""
+    if not config["ml2d"]["references"]:
+        return config["ml2d"]["classes"]
+    from cryosnake.pipeline.ml2d import count_references
+
+    return count_references(config["ml2d"]["references"])
+
+
+# One particle STAR per class (rule ml2d_subsets; in the default target with write_subsets).
+ML2D_SUBSETS = [f"{ML2D}/class_{k:03d}.star" for k in range(1, ml2d_n_classes() + 1)]
 
 
 def ml2d_model(i):

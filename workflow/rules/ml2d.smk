@@ -97,6 +97,8 @@ rule ml2d:
         classes_star=f"{ML2D}/classes.star",
         particles=f"{ML2D}/particles.star",
         model=f"{ML2D}/model.json",
+        model_star=f"{ML2D}/model.star",
+        xmd=f"{ML2D}/particles.xmd",
     params:
         ml2d=ml2d_algorithm_params(),
         code=CODE["ml2d"],
@@ -111,3 +113,25 @@ rule ml2d:
         str(ENVS / "cryosnake.yaml")
     script:
         "../../scripts/ml2d_final.py"
+
+
+# Per-class particle STARs: a rule of their own, so that switching ml2d.write_subsets (which
+# only adds them to the default target) reruns nothing of ML2D or Reconstruct Significant.
+rule ml2d_subsets:
+    input:
+        particles=f"{ML2D}/particles.star",
+    output:
+        subsets=ML2D_SUBSETS,
+    params:
+        code=CODE["ml2d"],
+    log:
+        f"{ML2D}/logs/subsets.log",
+    benchmark:
+        f"{OUT}/benchmarks/ml2d_subsets.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/ml2d_subsets.py"

@@ -66,24 +66,63 @@ rule significant_plots:
         "../../scripts/significant_plots.py"
 
 
+# The reprojection check: each average beside the volume's projection at its assigned pose.
+rule significant_reprojections:
+    input:
+        volume=f"{SIG}/volume.mrc",
+        angles=f"{SIG}/angles.star",
+        averages=f"{SIG}/input/averages.mrcs",
+        info=f"{SIG}/input/info.json",
+    output:
+        star=f"{SIG}/reprojections.star",
+        stack=f"{SIG}/reprojections.mrcs",
+        png=report(
+            f"{SIG}/reprojections.png",
+            caption="../report/reprojections.rst",
+            category="Reconstruct Significant",
+        ),
+    params:
+        code=CODE["reprojection"],
+    log:
+        f"{SIG}/logs/reprojections.log",
+    benchmark:
+        f"{OUT}/benchmarks/significant_reprojections.tsv"
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/significant_reprojections.py"
+
+
 rule summary:
     input:
+        particles=INPUT_STAR,
         ml2d_model=f"{ML2D}/model.json",
         classes=f"{ML2D}/classes.mrcs",
         classes_star=f"{ML2D}/classes.star",
         volume=f"{SIG}/volume.mrc",
         angles=f"{SIG}/angles.star",
         significant_stats=f"{SIG}/iter_{SIG_ITERATIONS:03d}/stats.json",
+        significant_info=f"{SIG}/input/info.json",
+        reprojections=f"{SIG}/reprojections.star",
         plots=[
             f"{ML2D}/gallery.png",
             f"{ML2D}/convergence.png",
             f"{SIG}/volume.png",
             f"{SIG}/angular_distribution.png",
             f"{SIG}/progress.png",
+            f"{SIG}/reprojections.png",
         ],
     output:
         f"{OUT}/summary.txt",
     params:
+        phase_flipped=(
+            config["ml2d"]["phase_flipped"]
+            if config["ml2d"]["fourier"] and config["ml2d"]["ctf_correction"]
+            else None
+        ),
         code=CODE["summary"],
     log:
         f"{OUT}/logs/summary.log",

@@ -10,8 +10,7 @@ rule significant_prepare:
         averages=f"{SIG}/input/averages.mrcs",
         info=f"{SIG}/input/info.json",
     params:
-        significant=significant_algorithm_params("input", "target_resolution",
-                                                 "min_class_share"),
+        significant=significant_algorithm_params("input", "target_resolution", "classes"),
         sampling=config["sampling"],
         code=CODE["significant"],
     log:
