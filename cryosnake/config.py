@@ -94,6 +94,11 @@ def check(config: dict) -> None:
         problems.append(
             "ml2d.norm: true is not available with ml2d.fourier: true (MLF2D); set "
             "ml2d.norm: false, or ml2d.fourier: false to refine the normalisation with ML2D.")
+    if ml2d["norm"] and ml2d["particle_diameter"] not in ("auto", 0, 0.0):
+        problems.append(
+            f"ml2d.particle_diameter = {ml2d['particle_diameter']!r} cannot be combined with "
+            "ml2d.norm: true (the per-image background of the norm model needs the whole "
+            "image); set particle_diameter: auto (no mask with norm) or 0, or norm: false.")
     if problems:
         raise InputError("invalid configuration:\n  " + "\n  ".join(problems))
 

@@ -33,7 +33,7 @@ class DemoSettings:
     n_particles: int = 1000
     box: int = 48
     sampling: float = 4.0
-    views: int = 3
+    views: int = 12
     snr: float = 0.1
     mirror_fraction: float = 0.5
     shift_std: float = 1.5

@@ -37,9 +37,22 @@ def apply(images: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
     return images if mask is None else images * mask
 
 
-def particle_mask(n: int, diameter_A: float, sampling: float) -> np.ndarray | None:
-    """The mask of a particle of ``diameter_A`` Å in an ``N`` box of ``sampling`` Å/px, or
-    ``None`` when ``diameter_A`` is 0 (no mask)."""
-    if not diameter_A or diameter_A <= 0:
-        return None
-    return soft_circular_mask(n, 0.5 * diameter_A / sampling)
+#: ``particle_diameter: auto``: the mask's diameter as a fraction of the box (its soft edge
+#: then reaches the box edge for N ≈ 100 and only the corners are lost, as with cryoSPARC's
+#: default window of 0.85-0.99 of the box).
+AUTO_FRACTION = 0.9
+
+
+def diameter_px(n: int, diameter_A, sampling: float) -> float:
+    """The mask diameter in pixels: ``diameter_A`` / ``sampling``, or ``AUTO_FRACTION`` × N
+    for ``"auto"``; 0 = no mask."""
+    if diameter_A == "auto":
+        return AUTO_FRACTION * n
+    return diameter_A / sampling if diameter_A and diameter_A > 0 else 0.0
+
+
+def particle_mask(n: int, diameter_A, sampling: float) -> np.ndarray | None:
+    """The mask of a particle of ``diameter_A`` Å (or ``"auto"``: :data:`AUTO_FRACTION` of
+    the box) in an ``N`` box of ``sampling`` Å/px, or ``None`` when it is 0 (no mask)."""
+    d = diameter_px(n, diameter_A, sampling)
+    return soft_circular_mask(n, 0.5 * d) if d > 0 else None

@@ -34,6 +34,7 @@ class RunFiles:
     angles: Path | None = None  # {outdir}/significant/angles.star
     significant_stats: Path | None = None  # stats.json of the final Significant iteration
     significant_info: Path | None = None  # {outdir}/significant/input/info.json
+    demo_check: Path | None = None  # {outdir}/demo/check.json (runs on the built-in demo)
     reprojections: Path | None = None  # {outdir}/significant/reprojections.star
     phase_flip: str | None = None  # MLF2D with CTF: the phase flip used and where it came from
     plots: list = field(default_factory=list)
@@ -181,11 +182,25 @@ def _significant_reprojections(files: RunFiles) -> list[str]:
     return lines
 
 
+def _demo_check(files: RunFiles) -> list[str]:
+    if not _exists(files.demo_check):
+        return []
+    check = json.loads(files.demo_check.read_text())
+    c, v = check["classes"], check["volume"]
+    return [f"  2D classes: adjusted Rand index {c['ari']:.3f} against the true views, "
+            f"{c['views_found']} of {c['views']} views found, median NCC of the best class "
+            f"average to each clean view {c['median_view_ncc']:.3f}",
+            f"  initial volume against the phantom (aligned, either hand): FSC-0.5 "
+            f"{v['fsc05_A']:.1f} Å, FSC-0.143 {v['fsc0143_A']:.1f} Å (Nyquist "
+            f"{v['nyquist_A']:.1f} Å){', mirrored hand' if v['mirrored'] else ''}"]
+
+
 _SECTIONS = (
     ("ML2D 2D classification", "ml2d", (_ml2d_iterations, _ml2d_phase_flip, _ml2d_classes)),
     ("Reconstruct Significant", "significant",
      (_significant_volume, _significant_input, _significant_iterations, _significant_angles,
       _significant_reprojections)),
+    ("Demo check: the run against the demo's truth", "demo", (_demo_check,)),
 )
 
 

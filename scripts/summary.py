@@ -13,6 +13,7 @@ with rule_job(snakemake.log[0], 1, "summary"):
                         classes=inp.classes, classes_star=inp.classes_star, volume=inp.volume,
                         angles=inp.angles, significant_stats=inp.significant_stats,
                         significant_info=inp.significant_info,
+                        demo_check=inp.demo_check or None,
                         reprojections=inp.reprojections, plots=inp.plots)
     if snakemake.params.phase_flipped is not None:  # MLF2D with CTF correction
         particles, optics = star.read_particles(inp.particles)

@@ -72,14 +72,20 @@ def test_one_source_of_defaults(cfg):
             name = ml2d_names.get(key, key) if section == "ml2d" else key
             if key == "phase_flipped":  # `auto` is resolved from the input's metadata
                 assert (value, getattr(settings, name, False)) == ("auto", False)
+            elif key == "particle_diameter":  # the seed's unmasked model is the settings'
+                assert (value, getattr(settings, name)) == ("auto", 0.0)
+            elif (section, key) == ("ml2d", "classes"):  # 12 for the demo's 12 views; seed: 3
+                assert (value, getattr(settings, name)) == (12, 3)
             elif hasattr(settings, name):
                 assert getattr(settings, name) == value, f"{type(settings).__name__}.{name}"
 
 
 def test_scipion_defaults(cfg):
     m, s = cfg["ml2d"], cfg["significant"]
+    # classes: the seed's default is 3; ours is 12, so that the default demo (12 views) gives
+    # Reconstruct Significant a real job (seeds/ml2d.md)
     assert (m["classes"], m["mirror"], m["fast"], m["norm"], m["max_iterations"]) == \
-        (3, True, True, False, 100)
+        (12, True, True, False, 100)
     assert (m["psi_step"], m["noise_std"], m["offset_std"], m["high_res_limit"]) == \
         (5.0, 1.0, 3.0, 20.0)
     assert (s["alpha0"], s["alphaF"], s["iterations"], s["angular_sampling"]) == \
@@ -123,12 +129,28 @@ def test_class_selection_forms_are_valid(cfg, value):
     ("ml2d.references", "nope.mrcs", r"ml2d.references = 'nope.mrcs': no such file"),
     ("particles", "missing.star", r"particles = 'missing.star': no such file"),
     ("demo.defocus_min", 40000.0, r"defocus_min = 40000.0 is larger"),
+    ("ml2d.norm", True, None),  # with particle_diameter auto: no mask, no problem
 ])
 def test_cross_key_rules(cfg, key, value, match):
     bad = set_key(set_key(cfg, "significant.tilt_max", 90.0), key, value)
     cs_config.validate(bad, SCHEMA)
+    if match is None:
+        cs_config.check(bad)
+        return
     with pytest.raises(InputError, match=match):
         cs_config.check(bad)
+
+
+def test_norm_with_a_particle_diameter_is_a_clear_error(cfg):
+    bad = set_key(set_key(cfg, "ml2d.norm", True), "ml2d.particle_diameter", 150.0)
+    cs_config.validate(bad, SCHEMA)
+    with pytest.raises(InputError, match=r"particle_diameter = 150.0 cannot be combined with "
+                                         r"ml2d.norm: true"):
+        cs_config.check(bad)
+    from cryosnake.pipeline.ml2d import settings_from_config
+
+    auto = settings_from_config(set_key(cfg, "ml2d.norm", True)["ml2d"])
+    assert auto.norm and auto.particle_diameter == 0.0
 
 
 def test_cuda_backend_without_gpu_is_a_clear_error(cfg, monkeypatch):

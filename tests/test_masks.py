@@ -41,3 +41,16 @@ def test_ml2d_noise_estimate_inside_the_mask():
     assert model.sigma_noise == pytest.approx(sigma, rel=0.02)
     mask = particle_mask(n, 30.0, sampling)
     np.testing.assert_allclose(model.references[0] * (mask == 0), 0.0)  # solvent flattened
+
+
+def test_auto_diameter_is_nine_tenths_of_the_box():
+    """``particle_diameter: auto`` (the config default): 0.9 of the box whatever the pixel
+    size, i.e. the same mask as the diameter 0.9 N × sampling in Å."""
+    from cryosnake import masks
+
+    for n, sampling in ((48, 4.0), (64, 3.2), (33, 1.0)):
+        auto = masks.particle_mask(n, "auto", sampling)
+        np.testing.assert_array_equal(auto, masks.particle_mask(n, 0.9 * n * sampling,
+                                                                sampling))
+        assert auto[n // 2, n // 2] == 1.0 and auto[0, 0] < 0.5
+    assert masks.particle_mask(48, 0.0, 4.0) is None

@@ -275,6 +275,17 @@ def test_run_summary(run_dir):
             {"class": 2, "particles": 0, "why": "empty"}]}))
     assert ("  averages: 4 ML2D classes (significant.classes: {'min_share': 0.25}), 1 left "
             "out:\n    class 2 (0 particles): empty\n") in run_summary(files)
+    files.demo_check = run_dir / "check.json"  # the built-in demo's truth (demo_check job)
+    files.demo_check.write_text(json.dumps({
+        "classes": {"ari": 0.91234, "views": 12, "views_found": 11, "median_view_ncc": 0.95,
+                    "classes_used": 12},
+        "volume": {"fsc05_A": 14.26, "fsc0143_A": 11.0, "nyquist_A": 8.0, "mirrored": True,
+                   "cc": 0.9}}))
+    text = run_summary(files)
+    assert "Demo check: the run against the demo's truth" in text
+    assert ("  2D classes: adjusted Rand index 0.912 against the true views, 11 of 12 views "
+            "found, median NCC of the best class average to each clean view 0.950") in text
+    assert ("FSC-0.5 14.3 Å, FSC-0.143 11.0 Å (Nyquist 8.0 Å), mirrored hand") in text
 
 
 def test_run_summary_describes_the_final_files_not_the_newest_folder(run_dir):

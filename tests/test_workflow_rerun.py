@@ -142,7 +142,7 @@ def test_numeric_keys_rerun_their_stage(run_folder):
     out = jobs(snakemake(run_folder, "-n").stdout)
     assert out == {"significant_start", "significant_iteration(iter=001)",
                    "significant_iteration(iter=002)", "significant", "significant_plots",
-                   "significant_reprojections", "summary", "all"}
+                   "significant_reprojections", "demo_check", "summary", "all"}
     configure(run_folder, ml2d={"max_iterations": 4}, significant={"classes": {"min_share": 0.5}})
     out = jobs(snakemake(run_folder, "-n").stdout)
     assert "significant_prepare" in out and not any(j.startswith("ml2d") for j in out)

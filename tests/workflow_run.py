@@ -53,7 +53,8 @@ def ml2d_iteration(iteration: int, chunks: int) -> set[str]:
 
 def significant_run(iterations: int) -> set[str]:
     """Every Reconstruct Significant job of a run of ``iterations`` (after the averages are
-    prepared), plus the figures and the summary that depend on it."""
+    prepared), plus the figures, the demo check and the summary that depend on it (the test
+    runs are all on the built-in demo)."""
     return ({"significant_start", "significant", "significant_plots", "significant_reprojections",
-             "summary", "all"}
+             "demo_check", "summary", "all"}
             | {f"significant_iteration(iter={i:03d})" for i in range(1, iterations + 1)})

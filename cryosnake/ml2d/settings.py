@@ -31,7 +31,8 @@ class ML2DSettings:
     * ``seed``: seed for the random groups of "generate classes" (§1.11).
     * ``fix_sigma_noise``, ``fix_sigma_offset``, ``fix_fractions``: freeze those estimates
       (``fix_fractions`` freezes class and mirror fractions; Xmipp froze only the mirror ones).
-    * ``particle_diameter`` (Å, 0 = none): a soft circular mask (:mod:`cryosnake.masks`,
+    * ``particle_diameter`` (Å, 0 = none, ``"auto"`` = 0.9 of the box): a soft circular mask
+      (:mod:`cryosnake.masks`,
       RELION's ``--particle_diameter``) on the images before they are compared with the
       references, and on the references after every update; the noise is then estimated
       inside the mask. Not available with ``norm``.
@@ -73,7 +74,7 @@ class ML2DSettings:
     fix_fractions: bool = False
     window_factor: float = 6.0
     max_shift_px: int | None = None
-    particle_diameter: float = 0.0
+    particle_diameter: float | str = 0.0
     reseed_fraction: float = 0.25
     reseed_iterations: int = 10
     block_skip: float = 1e-8
@@ -93,13 +94,14 @@ class ML2DSettings:
             raise ValueError(f"noise_std must be > 0, got {self.noise_std}")
         if self.offset_std < 0:
             raise ValueError(f"offset_std must be >= 0, got {self.offset_std}")
-        if self.particle_diameter < 0:
-            raise ValueError(f"particle_diameter must be >= 0 Å, got {self.particle_diameter}")
+        if self.particle_diameter != "auto" and not self.particle_diameter >= 0:
+            raise ValueError(f"particle_diameter must be >= 0 Å or 'auto', got "
+                             f"{self.particle_diameter!r}")
         if not 0.0 <= self.reseed_fraction < 1.0:
             raise ValueError(f"reseed_fraction must be in [0, 1), got {self.reseed_fraction}")
         if self.reseed_iterations < 0:
             raise ValueError(f"reseed_iterations must be >= 0, got {self.reseed_iterations}")
-        if self.norm and self.particle_diameter > 0:
+        if self.norm and (self.particle_diameter == "auto" or self.particle_diameter > 0):
             raise ValueError("norm and particle_diameter cannot be combined (the per-image "
                              "background of the norm model needs the whole image)")
 

@@ -47,7 +47,8 @@ def settings_from_config(ml2d: dict, table=None) -> ML2DSettings:
     common = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
                   fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
                   offset_std=ml2d["offset_std"], seed=ml2d["seed"],
-                  particle_diameter=ml2d["particle_diameter"],
+                  particle_diameter=(0.0 if ml2d["particle_diameter"] == "auto" and ml2d["norm"]
+                                     else ml2d["particle_diameter"]),
                   reseed_fraction=ml2d["reseed_fraction"],
                   reseed_iterations=ml2d["reseed_iterations"])
     if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it

@@ -40,7 +40,9 @@ CODE = {
     "plots": code_version("cryosnake.plots"),
     "reprojection": code_version("cryosnake.pipeline.reprojection"),
     "summary": code_version("cryosnake.summary"),
+    "demo_check": code_version("cryosnake.pipeline.demo_check"),
 }
+DEMO = config["particles"] == "demo"
 
 
 def _describe_particles():

@@ -96,6 +96,33 @@ rule significant_reprojections:
         "../../scripts/significant_reprojections.py"
 
 
+# The built-in demo knows its truth: the classes and the volume scored against it.
+rule demo_check:
+    input:
+        truth=f"{OUT}/demo/ground_truth.star",
+        views=f"{OUT}/demo/views.mrcs",
+        phantom=f"{OUT}/demo/phantom.mrc",
+        particles=f"{ML2D}/particles.star",
+        classes=f"{ML2D}/classes.mrcs",
+        volume=f"{SIG}/volume.mrc",
+    output:
+        f"{OUT}/demo/check.json",
+    params:
+        code=CODE["demo_check"],
+    log:
+        f"{OUT}/logs/demo_check.log",
+    benchmark:
+        f"{OUT}/benchmarks/demo_check.tsv"
+    threads: THREADS
+    resources:
+        mem_mb=2000,
+        runtime=10,
+    conda:
+        str(ENVS / "cryosnake.yaml")
+    script:
+        "../../scripts/demo_check.py"
+
+
 rule summary:
     input:
         particles=INPUT_STAR,
@@ -107,6 +134,7 @@ rule summary:
         significant_stats=f"{SIG}/iter_{SIG_ITERATIONS:03d}/stats.json",
         significant_info=f"{SIG}/input/info.json",
         reprojections=f"{SIG}/reprojections.star",
+        demo_check=f"{OUT}/demo/check.json" if DEMO else [],
         plots=[
             f"{ML2D}/gallery.png",
             f"{ML2D}/convergence.png",
