@@ -1,18 +1,30 @@
 """Atomic file writing: write to a temporary file in the same folder, then rename.
 
 A job killed mid-write leaves only a ``.tmp`` file behind, never a half-written output that a
-rerun would trust.
+rerun would trust; a disk that fills up leaves the previous file as it was. Outputs get the
+permissions the user's umask gives a new file (``0o666 & ~umask``), as ``open`` would, not
+``mkstemp``'s private 0o600.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
 from pathlib import Path
 
 import numpy as np
+
+from cryosnake.errors import InputError
+
+
+def _file_mode() -> int:
+    """``0o666`` less the process umask (read by setting it and putting it back)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 @contextlib.contextmanager
@@ -29,10 +41,18 @@ def atomic_path(path, suffix: str | None = None):
     os.close(fd)
     try:
         yield Path(tmp)
+        with contextlib.suppress(PermissionError):  # a file system without modes keeps 0o600
+            os.chmod(tmp, _file_mode())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            kept = (f"the previous {path.name} is unchanged" if path.exists()
+                    else f"{path.name} was not written")
+            raise InputError(
+                f"{path.parent} is full (no space left while writing {path.name}; {kept}); free "
+                "some space or set outdir on a larger disk, then rerun.") from err
         raise
 
 

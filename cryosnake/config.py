@@ -79,13 +79,22 @@ def check(config: dict) -> None:
             check_alpha_symmetry(sig["alpha0"], sig["symmetry"])
         except ValueError as err:
             problems.append(f"significant.alpha0: {err}")
+    if sig["input"] == "ml2d" and not ml2d["references"] and ml2d["classes"] < 2:
+        problems.append(
+            f"ml2d.classes = {ml2d['classes']} gives one 2D average, but Reconstruct Significant "
+            "(significant.input: ml2d) needs several averages; use more classes.")
     if demo["defocus_min"] > demo["defocus_max"]:
         problems.append(f"demo.defocus_min = {demo['defocus_min']} is larger than "
                         f"demo.defocus_max = {demo['defocus_max']}.")
-    for key, value in (("particles", config["particles"]), ("ml2d.references", ml2d["references"]),
-                       ("significant.reference", sig["reference"]),
-                       ("significant.input", sig["input"])):
-        if value in (None, "demo", "ml2d"):
+    paths = (("particles", config["particles"]), ("ml2d.references", ml2d["references"]),
+             ("significant.reference", sig["reference"]), ("significant.input", sig["input"]))
+    for key, value in (("outdir", config["outdir"]), *paths):
+        if value is not None and ("{" in str(value) or "}" in str(value)):
+            problems.append(f"{key} = {value!r}: Snakemake reads {{ and }} in a path as a "
+                            "wildcard; rename the file or folder (or link it under a name "
+                            "without braces).")
+    for key, value in paths:
+        if value in (None, "demo", "ml2d") or "{" in str(value) or "}" in str(value):
             continue
         if not Path(value).is_file():
             problems.append(f"{key} = {value!r}: no such file (relative paths are relative to "
@@ -101,6 +110,20 @@ def check(config: dict) -> None:
             "image); set particle_diameter: auto (no mask with norm) or 0, or norm: false.")
     if problems:
         raise InputError("invalid configuration:\n  " + "\n  ".join(problems))
+
+
+def check_classes(n_classes: int, n_particles: int, ml2d: dict, particles) -> None:
+    """ML2D needs at least one particle per class (checked by ML2D's start job, before any
+    compute: other targets, the import alone for one, need no classes). Raises
+    :class:`InputError`."""
+    if n_classes <= n_particles:
+        return
+    key = (f"ml2d.references = {ml2d['references']!r} holds {n_classes} references"
+           if ml2d["references"] else f"ml2d.classes = {n_classes}")
+    raise InputError(
+        f"{key}, but the particles ({particles}) number only {n_particles}: every class needs "
+        f"particles. Use at most {n_particles} classes (a few hundred particles per class is "
+        "typical) or more particles.")
 
 
 def check_backend(config: dict, on_this_host: bool = True) -> str:

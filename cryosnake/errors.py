@@ -7,8 +7,12 @@ so the user reads the fix, not a stack of frames.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
+import zipfile
+
+RECOMPUTE = "delete it and rerun; the iteration is recomputed"
 
 
 class InputError(ValueError):
@@ -27,3 +31,15 @@ def exit_on_input_error(func):
             sys.exit(1)
 
     return wrapper
+
+
+@contextlib.contextmanager
+def reading_intermediate(path, fix: str = RECOMPUTE):
+    """Turn the low-level error of reading a damaged workflow file (cut short by a full disk or
+    a killed job: ``BadZipFile``, ``EOFError``, ``JSONDecodeError``, a missing key, a truncated
+    MRC) into an :class:`InputError` that names ``path`` and says how to recover."""
+    try:
+        yield
+    except (ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = getattr(err, "reason", None) or f"{type(err).__name__}: {err}"
+        raise InputError(f"{path} is damaged ({reason}); {fix}.") from err

@@ -114,9 +114,7 @@ def ml2d_gallery(classes_mrcs, classes_star, out_png) -> Figure:
     The image of class k is the section named in its ``rlnReferenceImage`` (``k@…``), or row k of
     the stack when that index is missing.
     """
-    images = mrc.read(classes_mrcs)
-    if images.ndim == 2:
-        images = images[None]
+    images = mrc.read_stack(classes_mrcs)
     sampling = mrc.header_info(classes_mrcs)["sampling"]
     table = _read_table(classes_star, "classes").reset_index(drop=True)
     n_classes = len(table)
@@ -505,8 +503,8 @@ def reprojections(reprojections_star, averages_mrcs, reprojections_mrcs, out_png
     averages at the working grid of Reconstruct Significant).
     """
     table = _read_table(reprojections_star, "particles").reset_index(drop=True)
-    averages = mrc.read(averages_mrcs)
-    projections = mrc.read(reprojections_mrcs)
+    averages = mrc.read_stack(averages_mrcs)
+    projections = mrc.read_stack(reprojections_mrcs)
     averages = averages[None] if averages.ndim == 2 else averages
     projections = projections[None] if projections.ndim == 2 else projections
     n = len(table)

@@ -114,7 +114,7 @@ def test_report_builds(run_folder):
     html = (folder / "report.html").read_text(errors="replace")
     assert len(html) > 50_000
     for name in ("gallery.png", "convergence.png", "volume.png", "angular_distribution.png",
-                 "progress.png", "reprojections.png"):
+                 "progress.png", "reprojections.png", "summary.txt"):
         assert name in html
 
 

@@ -73,7 +73,7 @@ def read_relion(path: Path):
     ``rlnDetectorPixelSize`` [µm] × 10⁴ / ``rlnMagnification``)."""
     particles, optics = star.read_particles(path)
     if optics is None:
-        particles, optics = _optics_from_relion30(particles)
+        particles, optics = _optics_from_relion30(particles, path)
     else:
         optics = optics.copy()
         if "rlnImagePixelSize" not in optics and "rlnMicrographOriginalPixelSize" in optics:
@@ -81,17 +81,17 @@ def read_relion(path: Path):
     return particles, optics, path.parent
 
 
-def _optics_from_relion30(particles: pd.DataFrame):
+def _optics_from_relion30(particles: pd.DataFrame, source: Path):
     """Build optics groups from the per-particle microscope columns of a RELION 3.0 table."""
     particles = particles.copy()
     if {"rlnDetectorPixelSize", "rlnMagnification"} <= set(particles.columns):
         particles["rlnImagePixelSize"] = (
-            particles["rlnDetectorPixelSize"].astype(float) * 1e4
-            / particles["rlnMagnification"].astype(float)
+            numbers(particles, "rlnDetectorPixelSize", source) * 1e4
+            / numbers(particles, "rlnMagnification", source)
         )
     keys = [c for c in ("rlnImagePixelSize", *star.CTF_OPTICS) if c in particles.columns]
     if keys:
-        groups = particles[keys].astype(float).round(6)
+        groups = pd.DataFrame({k: numbers(particles, k, source) for k in keys}).round(6)
         codes, uniques = pd.factorize(pd.MultiIndex.from_frame(groups))
         optics = pd.DataFrame(list(uniques), columns=keys)
         particles = particles.drop(columns=keys)
@@ -103,6 +103,22 @@ def _optics_from_relion30(particles: pd.DataFrame):
     return particles, optics
 
 
+def numbers(table: pd.DataFrame, label: str, source: Path, dtype=float) -> np.ndarray:
+    """Column ``label`` as ``dtype``; a value that is not a (finite, for integers) number is an
+    :class:`InputError` naming the file, the row and the label."""
+    values = pd.to_numeric(table[label], errors="coerce").to_numpy(float)
+    if dtype is float:  # NaN given as such passes (the checks of each column judge it)
+        bad = np.isnan(values) & table[label].notna().to_numpy()
+    else:
+        with np.errstate(invalid="ignore"):
+            bad = ~(np.isfinite(values) & (values == np.round(values)) & (abs(values) < 2**62))
+    if bad.any():
+        row = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{source}, row {row + 1}: {label} = {table[label].iloc[row]!r} is not "
+                         f"a{'n integer' if dtype is not float else ' number'}.")
+    return values.astype(dtype)
+
+
 def read_xmd(path: Path):
     """Xmipp metadata: image, CTF and 2D alignment labels (converted to RELION's meaning)."""
     blocks = star.read_blocks(path)
@@ -111,27 +127,27 @@ def read_xmd(path: Path):
         raise InputError(f"{path}: no data block with an _image label; not a particle .xmd.")
     table = table.reset_index(drop=True)
     if "enabled" in table:
-        table = table[table["enabled"].astype(int) != -1].reset_index(drop=True)
+        table = table[numbers(table, "enabled", path, int) != -1].reset_index(drop=True)
     particles = table.rename(columns=XMIPP_LABELS)
     if "rlnAmplitudeContrast" in particles:  # old Xmipp stores Q0 negative
         particles["rlnAmplitudeContrast"] = particles["rlnAmplitudeContrast"].abs()
     for label in ("ctfSamplingRate", "samplingRate"):
         if label in particles and "rlnImagePixelSize" not in particles:
-            particles["rlnImagePixelSize"] = particles[label].astype(float)
+            particles["rlnImagePixelSize"] = numbers(particles, label, path)
     if "anglePsi" in particles:
-        _xmipp_alignment_to_relion(particles)
-    particles, optics = _optics_from_relion30(particles)
+        _xmipp_alignment_to_relion(particles, path)
+    particles, optics = _optics_from_relion30(particles, path)
     return particles, optics, path.parent
 
 
-def _xmipp_alignment_to_relion(table: pd.DataFrame) -> None:
+def _xmipp_alignment_to_relion(table: pd.DataFrame, source: Path | str = "the .xmd") -> None:
     """Xmipp 2D alignment (psi, shiftX/Y in px, flip; spec §0.3: aligned = Sh_b[M·Rot_psi[X]])
     → cryosnake/RELION (aligned = Rot_{−ψ}[Mir^μ[Sh_o[X]]]): without flip ψ = −psi,
     o = R(−psi)·b; with flip ψ = psi, o = diag(−1, 1)·R(psi)·b. Needs the pixel size for Å."""
-    psi = table["anglePsi"].to_numpy(float)
-    b = np.stack([table.get("shiftX", 0.0 * psi), table.get("shiftY", 0.0 * psi)], -1)
-    b = b.astype(float)
-    flip = table["flip"].astype(int).to_numpy() if "flip" in table else np.zeros(len(psi), int)
+    psi = numbers(table, "anglePsi", source)
+    b = np.stack([numbers(table, s, source) if s in table else 0.0 * psi
+                  for s in ("shiftX", "shiftY")], -1)
+    flip = numbers(table, "flip", source, int) if "flip" in table else np.zeros(len(psi), int)
     o_plain = np.einsum("nij,nj->ni", rotation2d(-psi), b)
     o_flip = np.einsum("nij,nj->ni", rotation2d(psi), b) * np.array([-1.0, 1.0])
     origin = np.where(flip[:, None] == 1, o_flip, o_plain)
@@ -151,7 +167,11 @@ def read_cryosparc(path: Path):
     if missing:
         raise InputError(f"{path}: the .cs file has no {', '.join(missing)} field; export the "
                          "particles (with blobs) from cryoSPARC, e.g. a Extract or Select job.")
-    paths = [p.decode() if isinstance(p, bytes) else str(p) for p in cs["blob/path"]]
+    try:
+        paths = [p.decode() if isinstance(p, bytes) else str(p) for p in cs["blob/path"]]
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: a blob/path is not text ({err}); the .cs file is damaged, "
+                         "export it from cryoSPARC again.") from None
     paths = [p[1:] if p.startswith(">") else p for p in paths]
     particles = pd.DataFrame({
         "rlnImageName": [f"{int(i) + 1:06d}@{p}" for i, p in zip(cs["blob/idx"], paths,
@@ -169,7 +189,7 @@ def read_cryosparc(path: Path):
         particles["rlnDefocusAngle"] = np.rad2deg(cs["ctf/df_angle_rad"].astype(float))
     if "ctf/phase_shift_rad" in names:
         particles["rlnPhaseShift"] = np.rad2deg(cs["ctf/phase_shift_rad"].astype(float))
-    particles, optics = _optics_from_relion30(particles)
+    particles, optics = _optics_from_relion30(particles, path)
     optics[star.PHASE_FLIP] = 0  # cryoSPARC extracts without phase flipping
     # cryoSPARC paths are relative to the project folder, usually the .cs file's grandparent
     base = path.parent.parent if not (path.parent / paths[0]).exists() else path.parent
@@ -201,6 +221,7 @@ def describe(source) -> tuple[int, list[str]]:
         return int(mrc.header_info(path)["shape"][0]), []
     reader = {"star": read_relion, "xmd": read_xmd, "cs": read_cryosparc}[fmt]
     particles, _, base = reader(path)
+    _require_particles(particles, path)
     stacks = []
     if "rlnImageName" in particles and len(particles):
         for p in pd.unique(star.split_image_names(particles["rlnImageName"])[1]):
@@ -232,6 +253,8 @@ def load(source, options: ImportOptions):
         particles, optics, base = read_stack(path, options.sampling)
     particles = particles.reset_index(drop=True)
     optics = optics.reset_index(drop=True)
+    _require_particles(particles, path)
+    _check_optics_groups(particles, optics, path)
     _fill_pixel_size(optics, options.sampling, path)
     particles = _resolve_paths(particles, base, path)
     box = validate(particles, optics, path, options)
@@ -247,13 +270,34 @@ def load(source, options: ImportOptions):
     return particles, optics
 
 
+def _require_particles(particles: pd.DataFrame, source: Path) -> None:
+    if len(particles) == 0:
+        raise InputError(f"{source} holds no particles (its particle table is empty); point "
+                         "`particles:` at the STAR / .xmd / .cs of an extraction or selection "
+                         "job that kept particles.")
+
+
+def _check_optics_groups(particles: pd.DataFrame, optics: pd.DataFrame, source: Path) -> None:
+    """Every particle's rlnOpticsGroup must be a row of the optics table."""
+    if "rlnOpticsGroup" not in particles:
+        return
+    known = set(optics["rlnOpticsGroup"].astype(str).str.strip())
+    groups = particles["rlnOpticsGroup"].astype(str).str.strip()
+    missing = ~groups.isin(known)
+    if missing.any():
+        row = int(np.flatnonzero(missing)[0])
+        raise InputError(
+            f"{source}, row {row + 1}: rlnOpticsGroup {groups.iloc[row]} is not in data_optics "
+            f"(groups {', '.join(sorted(known))}; {int(missing.sum())} particle(s) affected). Add "
+            "the group to data_optics or fix the particles' rlnOpticsGroup.")
+
+
 def _fill_pixel_size(optics: pd.DataFrame, sampling: float | None, source: Path) -> None:
     if "rlnImagePixelSize" not in optics:
         optics["rlnImagePixelSize"] = np.nan
-    ps = optics["rlnImagePixelSize"].astype(float)
-    if sampling:
-        optics["rlnImagePixelSize"] = ps.where(ps > 0, float(sampling))
-    bad = ~(optics["rlnImagePixelSize"].astype(float) > 0)
+    ps = pd.Series(numbers(optics, "rlnImagePixelSize", source), index=optics.index)
+    optics["rlnImagePixelSize"] = ps.where(ps > 0, float(sampling)) if sampling else ps
+    bad = ~(optics["rlnImagePixelSize"] > 0)
     if bad.any():
         raise InputError(
             f"{source}: no pixel size for optics group(s) "

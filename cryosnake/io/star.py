@@ -48,6 +48,11 @@ def read_blocks(path) -> dict[str, pd.DataFrame]:
             "file in a text editor near the reported problem, or re-export it from RELION."
         ) from err
     blocks = {k: v for k, v in blocks.items() if isinstance(v, pd.DataFrame)}
+    for name, table in blocks.items():
+        twice = table.columns[table.columns.duplicated()]
+        if len(twice):
+            raise InputError(f"{path}: data_{name} has the label _{twice[0]} twice; each label "
+                             "names one column. Fix the file or re-export it.")
     if not blocks:
         raise InputError(f"{path} contains no loop_ table; expected data_particles (RELION).")
     return blocks
@@ -64,7 +69,7 @@ def read_particles(path) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     optics = blocks.get("optics")
     if "particles" in blocks:
         particles = blocks["particles"]
-    elif len(blocks) == 1 or (optics is not None and len(blocks) == 2):
+    elif len(blocks) - (optics is not None) == 1:
         particles = next(v for k, v in blocks.items() if k != "optics")
     else:
         raise InputError(
@@ -134,6 +139,8 @@ def split_image_names(names) -> tuple[np.ndarray, np.ndarray]:
     A name without ``@`` is a single image (index 1).
     """
     names = pd.Series(names, dtype="string").astype(str)
+    if len(names) == 0:
+        return np.zeros(0), np.zeros(0, dtype=str)
     has_at = names.str.contains("@", regex=False)
     parts = names.str.split("@", n=1, expand=True)
     if parts.shape[1] == 1:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from cryosnake.atomic import write_json
+from cryosnake.errors import reading_intermediate
 from cryosnake.io import mrc
 
 
@@ -108,10 +109,12 @@ class ML2DModel:
     @classmethod
     def load(cls, model_json, references_mrcs=None) -> ML2DModel:
         """Read a model written by :meth:`save` (references next to the JSON unless given)."""
-        d = json.loads(Path(model_json).read_text())
-        if references_mrcs is None:
-            references_mrcs = Path(model_json).parent / d["references"]
-        refs = mrc.read(references_mrcs).astype(np.float64)
+        with reading_intermediate(model_json):
+            d = json.loads(Path(model_json).read_text())
+            if references_mrcs is None:
+                references_mrcs = Path(model_json).parent / d["references"]
+        with reading_intermediate(references_mrcs):
+            refs = mrc.read_stack(references_mrcs).astype(np.float64)
 
         def arr(v):
             return np.array([np.nan if x is None else x for x in v], dtype=np.float64)

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake.atomic import save_npz
+from cryosnake.errors import reading_intermediate
 
 INVALID_OFFSET = -999
 """Marker of an unknown fast-mode offset: the first fast iteration is complete (§1.12)."""
@@ -73,7 +74,7 @@ class ParticleState:
 
     @classmethod
     def load(cls, path) -> ParticleState:
-        with np.load(path) as z:
+        with reading_intermediate(path), np.load(path) as z:
             return cls(
                 z["offsets"].astype(np.int32),
                 z["norm_scale"].astype(np.float64),

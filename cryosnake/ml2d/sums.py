@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from cryosnake.atomic import save_npz
+from cryosnake.errors import reading_intermediate
 
 
 class AdditiveStats:
@@ -50,7 +51,7 @@ class AdditiveStats:
 
     @classmethod
     def load(cls, path):
-        with np.load(path) as z:
+        with reading_intermediate(path), np.load(path) as z:
             kw = {f.name: z[f.name] for f in fields(cls)}
         return cls(**{k: v.item() if v.ndim == 0 else v for k, v in kw.items()})
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cryosnake.errors import reading_intermediate
 from cryosnake.ml2d.model import ML2DModel
 
 from .fourier import shell_counts, shell_frequency
@@ -107,9 +108,10 @@ class MLF2DModel(ML2DModel):
     @classmethod
     def load(cls, model_json, references_mrcs=None) -> MLF2DModel:
         base = super().load(model_json, references_mrcs)
-        d = json.loads(Path(model_json).read_text())
-        for name in ("group_defocus", "group_sizes", "noise_spectra", "ssnr", "shell_high"):
-            setattr(base, name, d[name])
+        with reading_intermediate(model_json):
+            d = json.loads(Path(model_json).read_text())
+            for name in ("group_defocus", "group_sizes", "noise_spectra", "ssnr", "shell_high"):
+                setattr(base, name, d[name])
         base.shell_prob = d.get("shell_prob", -1)
         base.shell_ext = d.get("shell_ext", -1)
         base.__post_init__()

@@ -56,8 +56,8 @@ def demo_check_job(truth_star, views_mrcs, phantom_mrc, particles_star, classes_
     if len(truth) != len(particles):
         raise RuntimeError(f"{particles_star} has {len(particles)} particles, the demo "
                            f"{len(truth)}: the run is not of this demo")
-    result = {"classes": class_recovery(mrc.read(classes_mrcs).astype(np.float64),
-                                        mrc.read(views_mrcs).astype(np.float64),
+    result = {"classes": class_recovery(mrc.read_stack(classes_mrcs).astype(np.float64),
+                                        mrc.read_stack(views_mrcs).astype(np.float64),
                                         particles["rlnClassNumber"].to_numpy(),
                                         truth["cryosnakeView"].to_numpy())}
     phantom = mrc.read(phantom_mrc)

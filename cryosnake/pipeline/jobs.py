@@ -7,6 +7,7 @@ import contextlib
 import os
 import sys
 import time
+import traceback
 from pathlib import Path
 
 from cryosnake.errors import InputError
@@ -57,7 +58,9 @@ def set_threads(threads: int) -> None:
 @contextlib.contextmanager
 def rule_job(log_path=None, threads: int = 1, name: str = "job"):
     """Run a rule's body: output to the log (and the console), :class:`InputError` printed as a
-    one-paragraph message (no traceback) and exit status 1."""
+    one-paragraph message (no traceback) and exit status 1. Any other error writes its full
+    traceback to the log before the log closes, then propagates (Python prints it to the
+    console as usual)."""
     set_threads(threads)
     log = None
     stdout, stderr = sys.stdout, sys.stderr
@@ -73,6 +76,10 @@ def rule_job(log_path=None, threads: int = 1, name: str = "job"):
     except InputError as err:
         print(f"\ncryosnake: ERROR: {err}\n", file=sys.stderr)
         raise SystemExit(1) from None
+    except Exception:
+        if log:
+            traceback.print_exc(file=log)
+        raise
     finally:
         sys.stdout, sys.stderr = stdout, stderr
         if log:

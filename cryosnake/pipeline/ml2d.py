@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from cryosnake import mlf2d
 from cryosnake.atomic import save_npz
+from cryosnake.config import check_classes
 from cryosnake.errors import InputError
 from cryosnake.io import mrc, relion_model, star, xmipp
 from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_names
@@ -80,8 +81,7 @@ def read_references(path, box: int) -> np.ndarray:
             raise InputError(f"{path}: no rlnReferenceImage or rlnImageName column.")
         refs = read_image_names(table[col], Path(path).parent, path)
     else:
-        refs = mrc.read(path)
-        refs = refs[None] if refs.ndim == 2 else refs
+        refs = mrc.read_stack(path)
     if refs.shape[-1] != box or refs.shape[-2] != box:
         raise InputError(
             f"ml2d.references = {path}: references are {refs.shape[-1]}×{refs.shape[-2]} px but "
@@ -106,6 +106,7 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
         return _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs)
     settings = settings_from_config(ml2d_cfg)
     with ParticleStack(particles_star) as ps:
+        _check_classes(ps, ml2d_cfg, particles_star)
         if ml2d_cfg["references"]:
             model = initial_model_from_references(read_references(ml2d_cfg["references"], ps.box),
                                                   settings, ps.sampling)
@@ -119,10 +120,17 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
           f"xi {model.sigma_offset:.4g}")
 
 
+def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
+    references = ml2d_cfg["references"]
+    n_classes = count_references(references) if references else ml2d_cfg["classes"]
+    check_classes(n_classes, ps.n, ml2d_cfg, particles_star)
+
+
 def _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs) -> None:
     """MLF2D start: one pass over the particles for the CTF-corrected global average and the
     initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.init`)."""
     with ParticleStack(particles_star) as ps:
+        _check_classes(ps, ml2d_cfg, particles_star)
         settings = settings_from_config(ml2d_cfg, ps.table)
         if ml2d_cfg["ctf_correction"]:
             flipped, origin = mlf2d.resolve_phase_flipped(ml2d_cfg["phase_flipped"], ps.table)

@@ -75,7 +75,7 @@ def reprojection_job(volume_mrc, angles_star, averages_mrcs, info_json, out_star
                      out_png, backend="cpu") -> pd.DataFrame:
     """Reprojection check of the final outputs of Reconstruct Significant (module docstring)."""
     info = json.loads(Path(info_json).read_text())
-    averages = mrc.read(averages_mrcs)
+    averages = mrc.read_stack(averages_mrcs)
     n = int(info["box"])
     volume = mrc.read(volume_mrc)
     if volume.shape[0] != n:

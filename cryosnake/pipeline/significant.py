@@ -83,7 +83,7 @@ def read_averages(source, classes_star=None, sampling=None, classes="all"):
     source = Path(source)
     dropped = []
     if classes_star is not None:  # this run's ML2D classes
-        images = mrc.read(source)
+        images = mrc.read_stack(source)
         table = star.read_blocks(classes_star)["classes"]
         counts = table["cryosnakeParticleCount"].to_numpy()
         empty = np.abs(images).reshape(len(images), -1).max(axis=1) == 0
@@ -113,17 +113,19 @@ def read_averages(source, classes_star=None, sampling=None, classes="all"):
             first = star.split_image_names(names[:1])[1][0]
             sampling = mrc.header_info(resolve_stack(first, source.parent, source))["sampling"]
     else:
-        images = mrc.read(source)
-        images = images[None] if images.ndim == 2 else images
+        images = mrc.read_stack(source)
         names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
         sampling = sampling or mrc.header_info(source)["sampling"]
     if not sampling or sampling <= 0:
         raise InputError(f"significant.input = {source}: no pixel size; set `sampling:` (Å/px).")
     if images.shape[-1] != images.shape[-2]:
         raise InputError(f"significant.input = {source}: averages must be square.")
-    if len(images) == 0:
-        raise InputError(f"significant.input = {source}: no non-empty average to reconstruct "
-                         "from.")
+    if len(images) < 2:
+        fix = ("use more classes (ml2d.classes) or significant.classes: all"
+               if classes_star is not None else "give a stack of several class averages")
+        raise InputError(f"significant.input = {source}: {len(images)} average(s) to reconstruct "
+                         "from, but Reconstruct Significant needs several averages (distinct "
+                         f"views); {fix}.")
     if len(images) < 3:
         print(f"warning: only {len(images)} averages; an initial volume needs several distinct "
               "views (use more classes)")
@@ -157,7 +159,7 @@ def start_job(averages, info_json, sig_cfg: dict, reference, backend: str, out_v
     """Iteration-0 volume: the reference (resampled to the working grid) or a random start."""
     settings = settings_from_config(sig_cfg)
     info = _info(info_json)
-    images = mrc.read(averages)
+    images = mrc.read_stack(averages)
     ref = ref_sampling = None
     if reference:
         ref = mrc.read(reference)
@@ -178,7 +180,7 @@ def iteration_job(averages, info_json, volume_in, iteration: int, sig_cfg: dict,
     """One Reconstruct Significant iteration (spec §3.1)."""
     settings = settings_from_config(sig_cfg)
     info = _info(info_json)
-    images = mrc.read(averages)
+    images = mrc.read_stack(averages)
     previous = mrc.read(volume_in)
     volume, angles = run_iteration(
         images, previous, settings, iteration, settings.iterations,

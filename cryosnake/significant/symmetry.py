@@ -56,6 +56,9 @@ VALID_GROUPS = (
 )
 
 _PHI = (1.0 + 5.0 ** 0.5) / 2.0
+# The largest group built (the completion enumerates every element): c240, d120, d60h, ...
+MAX_GROUP_ORDER = 240
+_ELEMENTS_PER_N = {"cN": 1, "cNv": 2, "cNh": 2, "dN": 2, "dNv": 4, "dNh": 4}
 
 
 def rotation_about(axis, angle_deg: float) -> np.ndarray:
@@ -77,14 +80,22 @@ def mirror_matrix(normal) -> np.ndarray:
 def parse_symmetry(name: str) -> tuple[str, int]:
     """``"c4" -> ("cN", 4)``, ``"d7v" -> ("dNv", 7)``, ``"o" -> ("o", 0)``.
 
-    Raises ``ValueError`` naming the valid groups for an unknown name.
+    Raises ``ValueError`` naming the valid groups for an unknown name, and the largest ``N``
+    of the family for a group of more than :data:`MAX_GROUP_ORDER` elements.
     """
     s = str(name).strip().lower()
     if s == "i":
         s = "i1"
     m = re.fullmatch(r"([cd])(\d+)([vh]?)", s)
     if m and int(m.group(2)) >= 1:
-        return m.group(1) + "N" + m.group(3), int(m.group(2))
+        family, n = m.group(1) + "N" + m.group(3), int(m.group(2))
+        per_n = _ELEMENTS_PER_N[family]
+        if n * per_n > MAX_GROUP_ORDER:
+            raise ValueError(
+                f"{name!r} has {n * per_n} elements; at most {MAX_GROUP_ORDER} are supported "
+                f"(cN up to c{MAX_GROUP_ORDER}; cNv, cNh, dN up to N = {MAX_GROUP_ORDER // 2}; "
+                f"dNv, dNh up to N = {MAX_GROUP_ORDER // 4})")
+        return family, n
     if s in ("ci", "cs", "t", "td", "th", "o", "oh", "i1", "i2", "i3", "i4"):
         return s, 0
     raise ValueError(
@@ -137,7 +148,7 @@ def _generators(family: str, n: int) -> list[np.ndarray]:
     raise AssertionError(family)
 
 
-def _complete(generators: list[np.ndarray], max_order: int = 240) -> np.ndarray:
+def _complete(generators: list[np.ndarray], max_order: int = MAX_GROUP_ORDER) -> np.ndarray:
     """Close a set of generators under multiplication (breadth-first); identity first."""
 
     def key(m):

@@ -10,7 +10,7 @@ import json
 from snakemake.exceptions import WorkflowError
 
 from cryosnake import config as cs_config
-from cryosnake.errors import InputError
+from cryosnake.errors import InputError, reading_intermediate
 from cryosnake.io.importers import describe
 from cryosnake.io.particles import n_chunks
 from cryosnake.provenance import code_version
@@ -78,13 +78,13 @@ wildcard_constraints:
 
 
 def read_json(path):
-    with open(path) as fh:
-        try:
+    """A JSON file the workflow wrote, read at DAG time; a damaged one is named."""
+    try:
+        with reading_intermediate(path, "delete it and rerun; the step that wrote it is "
+                                  "recomputed"), open(path) as fh:
             return json.load(fh)
-        except ValueError as err:
-            raise WorkflowError(
-                f"cryosnake: {path} cannot be read ({err}). Delete it and run again: the step "
-                "that wrote it is recomputed.")
+    except InputError as err:
+        raise WorkflowError(f"cryosnake: {err}")
 
 
 # --- ML2D -----------------------------------------------------------------------------------

@@ -144,7 +144,7 @@ rule summary:
             f"{SIG}/reprojections.png",
         ],
     output:
-        f"{OUT}/summary.txt",
+        report(f"{OUT}/summary.txt", caption="../report/summary.rst", category="Summary"),
     params:
         phase_flipped=(
             config["ml2d"]["phase_flipped"]
