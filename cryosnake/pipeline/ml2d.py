@@ -131,10 +131,11 @@ def _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs) -> N
     initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.init`)."""
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
-        settings = settings_from_config(ml2d_cfg, ps.table)
-        if ml2d_cfg["ctf_correction"]:
+        if ml2d_cfg["ctf_correction"]:  # resolved once: the value and where it came from
             flipped, origin = mlf2d.resolve_phase_flipped(ml2d_cfg["phase_flipped"], ps.table)
             print(f"phase flipped: {str(flipped).lower()} ({origin})")
+            ml2d_cfg = {**ml2d_cfg, "phase_flipped": flipped}
+        settings = settings_from_config(ml2d_cfg, ps.table)
         ctf, groups, centres = mlf2d.particle_groups(ps.table, settings)
         stats = 0
         for c in range(n_chunks(ps.n, chunk_size)):
