@@ -147,36 +147,61 @@ def estep_mem_mb(wildcards, input):
     return 1500 + (CHUNK_SIZE * box * box * 4 * 8) // 2**20
 
 
+def ml2d_iteration_done(i):
+    """Whether iteration i's M-step outputs (model.json and references.mrcs) are on disk."""
+    folder = f"{ML2D}/iter_{i:03d}"
+    return Path(f"{folder}/model.json").exists() and Path(f"{folder}/references.mrcs").exists()
+
+
 def ml2d_final_iteration():
     """The iteration the final outputs come from: the first converged one, or max_iterations.
 
-    Every M-step is a checkpoint. An iteration whose model.json is on disk is read through
-    checkpoints.get, so Snakemake uses it only once it knows the file is current (same
-    config and code). The first iteration without a model.json is returned as a plain file:
-    the final rule then depends on it like on any missing input, so raising max_iterations
-    after a finished run continues the chain (a checkpoint target would not be checked for
-    reruns while the final outputs exist), and lowering it picks the earlier iteration.
+    Every M-step is a checkpoint. An iteration whose model.json and references.mrcs are on
+    disk is read through checkpoints.get, so Snakemake uses it only once it knows the files
+    are current (same config and code). The first iteration without them is returned as
+    plain files: the final rule then depends on them like on any missing input, so raising
+    max_iterations after a finished run continues the chain (a checkpoint target would not be
+    checked for reruns while the final outputs exist), lowering it picks the earlier
+    iteration, and a rerun after a deleted (damaged) model.json or references.mrcs recomputes
+    that iteration (ml2d_final_inputs).
     """
     i = 1
     while True:
-        model = f"{ML2D}/iter_{i:03d}/model.json"
-        if not Path(model).exists():
+        if not ml2d_iteration_done(i):
             return i
         checkpoints.ml2d_mstep.get(iter=f"{i:03d}")
+        model = f"{ML2D}/iter_{i:03d}/model.json"
         if i >= ML2D_MAX_ITERATIONS or read_json(model)["converged"]:
             return i
         i += 1
 
 
 def ml2d_final_inputs(wildcards):
+    """The final iteration's files; while that iteration is still to compute, its E-step sums
+    too.
+
+    The sums are there for the rerun after a deleted model.json or references.mrcs (issue 15).
+    Snakemake reruns a job for missing outputs only when the job is a target or feeds one that
+    runs: a missing input of a job whose outputs exist triggers nothing, so with the final
+    outputs on disk a rerun would say "Nothing to be done" and leave the hole. With the sums,
+    the set of inputs differs from the one the final rule last ran with (Snakemake records it),
+    so the final rule is due, and with it the missing M-step and E-steps it needs. The set is
+    read again when that M-step (a checkpoint) has finished, so the final rule runs with, and
+    records, the set without the sums: the next run finds nothing to do. (Where the recomputed
+    files have the checksums the final rule recorded, Snakemake then skips it and what follows:
+    the workflow is deterministic.)
+    """
     i = ml2d_final_iteration()
     folder = f"{ML2D}/iter_{i:03d}"
-    return {
+    inputs = {
         "particles": INPUT_STAR,
         "model": f"{folder}/model.json",
         "references": f"{folder}/references.mrcs",
         "assignments": expand(f"{folder}/chunks/assignments_{{chunk}}.npz", chunk=CHUNKS),
     }
+    if not ml2d_iteration_done(i):
+        inputs["sums"] = expand(f"{folder}/chunks/sums_{{chunk}}.npz", chunk=CHUNKS)
+    return inputs
 
 
 # --- Reconstruct Significant ----------------------------------------------------------------

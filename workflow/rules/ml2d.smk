@@ -3,7 +3,9 @@
 # and either asks for the next iteration or stops (converged, or ml2d.max_iterations).
 # A rerun resumes after the last completed M-step; nothing completed is recomputed. Raising
 # max_iterations after a finished run continues from its last iteration, lowering it takes
-# the outputs of an earlier one (ml2d_final_iteration in common.smk).
+# the outputs of an earlier one, and an iteration whose model.json or references.mrcs was
+# deleted is recomputed, also when the final outputs exist (ml2d_final_iteration and
+# ml2d_final_inputs in common.smk).
 
 rule ml2d_start:
     input:
