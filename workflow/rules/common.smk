@@ -188,8 +188,8 @@ def ml2d_final_inputs(wildcards):
     so the final rule is due, and with it the missing M-step and E-steps it needs. The set is
     read again when that M-step (a checkpoint) has finished, so the final rule runs with, and
     records, the set without the sums: the next run finds nothing to do. (Where the recomputed
-    files have the checksums the final rule recorded, Snakemake then skips it and what follows:
-    the workflow is deterministic.)
+    files have the checksums recorded for the final outputs, Snakemake then skips the final
+    rule and what follows, as the workflow is deterministic.)
     """
     i = ml2d_final_iteration()
     folder = f"{ML2D}/iter_{i:03d}"
