@@ -173,7 +173,8 @@ def test_start_model_noise_and_files_round_trip(tmp_path):
 def test_sums_add_save_and_load(tmp_path):
     rng = np.random.default_rng(5)
     a = MLF2DSums.zeros(3, 16, 2)
-    b = MLF2DSums(rng.normal(size=(3, 16, 16)), rng.random((3, 8)), rng.random(3),
+    b = MLF2DSums(rng.normal(size=(3, 16, 16)), rng.random((3, 8)), np.zeros((3, 0)),
+                  rng.random(3),
                   rng.random(3), rng.random((2, 8)), np.array([4.0, 6.0]), 1.5, -3.0, 2.0,
                   np.array([3.0, 0.0, 7.0]), 10)
     total = sum([a, b, b])
@@ -264,3 +265,65 @@ def test_adaptive_resolution_limits():
     assert next_limits(ssnr, np.array([0.0, 1.0]), 16, 1, 2) == (2, 4)  # 1.0 counts
     np.testing.assert_allclose(data_ssnr(np.array([[2.0, 0.1]]), np.array([[1.0, 4.0]])),
                                [[1.0, 0.0]])
+
+
+def test_ring_ctf2_is_the_mean_over_the_ring_at_each_points_radius():
+    """:func:`~cryosnake.mlf2d.groups.ring_ctf2` against a 3600-angle brute-force mean of
+    CTF^2 over the full circle through each point (astigmatic CTFs up to 5000 Å apart). The
+    32-angle rule is exact for the ring harmonics below 64; the rest are Bessel terms
+    ``J_m(2 delta)``, ``delta = pi lambda |DU - DV| / 2 k^2 <= 3.9`` here, below 1e-6."""
+    from cryosnake.ctf import ctf_from_frequencies
+    from cryosnake.mlf2d.groups import ring_ctf2
+
+    n, sampling = 32, 2.0
+    kx, ky = independent_points(n)
+    du = np.array([8000.0, 20000.0, 30000.0])
+    ctf = CTFParams(du, du - np.array([0.0, 1000.0, 5000.0]), np.array([0.0, 30.0, 110.0]),
+                    300.0, 2.7, 0.1)
+    got = ring_ctf2(ctf, kx, ky, n, sampling)
+    theta = np.linspace(0.0, 2 * np.pi, 3600, endpoint=False)
+    r = np.hypot(kx, ky) / (n * sampling)
+    c = ctf_from_frequencies(np.cos(theta)[:, None] * r, np.sin(theta)[:, None] * r,
+                             ctf.defocus_u, ctf.defocus_v, ctf.defocus_angle, 300.0, 2.7, 0.1)
+    np.testing.assert_allclose(got, (c**2).mean(axis=1), atol=1e-6)
+    # without astigmatism it is CTF^2 at the point itself
+    at_point = ctf_from_frequencies(kx / (n * sampling), ky / (n * sampling), 8000.0, 8000.0,
+                                    0.0, 300.0, 2.7, 0.1)
+    np.testing.assert_allclose(got[0], at_point**2, atol=1e-12)
+    assert ring_ctf2(None, kx, ky, n, sampling).shape == (1, len(kx))
+
+
+def test_point_denominator_sums_each_particles_ring_ctf2():
+    """``point_denominator``: with fixed class labels (every particle's weight 1 in its class)
+    the E-step's per-point denominator is ``sum_{i in k} <CTF_i^2>_ring(|p|) / sigma^2_g(l(p))``
+    (explicit sum), its shell mean is the shell denominator, and the M-step divides by it."""
+    from cryosnake.mlf2d import estep, mstep
+    from cryosnake.mlf2d.groups import ring_ctf2
+
+    rng = np.random.default_rng(8)
+    images, ctf, groups, settings, model = _small_model(rng)
+    settings = settings.replace(precision="double", point_denominator=True)
+    labels = np.arange(40) % 2
+    sums = estep(images, model, settings, ctf, groups, group_labels=labels)[0]
+    pts = PointSet.build(16, model.likelihood_shell, model.extension_shell)
+    c2 = ring_ctf2(ctf, pts.kx, pts.ky, 16, 3.0) / model.noise_spectra[groups][:, pts.shell]
+    want = np.stack([c2[labels == k].sum(axis=0) for k in range(2)])
+    got = sums.point_denominator[:, np.mod(pts.ky, 16), pts.kx]
+    np.testing.assert_allclose(got, want, rtol=1e-12)
+    # outside the points (beyond l_ext) it is zero
+    assert sums.point_denominator.shape == (2, 16, 9)
+    assert np.count_nonzero(sums.point_denominator) <= 2 * (pts.n_points + 8)
+    # chunks add up
+    parts = [estep(images[a:b], model, settings, ctf.subset(np.arange(a, b)), groups[a:b],
+                   group_labels=labels[a:b])[0] for a, b in ((0, 13), (13, 40))]
+    np.testing.assert_allclose(sum(parts).point_denominator, sums.point_denominator,
+                               rtol=1e-12)
+    # the option changes the M-step's references; without CTF it changes nothing
+    off = mstep(model, sums, settings.replace(point_denominator=False))
+    on = mstep(model, sums, settings)
+    assert np.abs(on.references - off.references).max() > 1e-3 * np.abs(off.references).max()
+    flat = settings.replace(ctf_correction=False)
+    s0 = estep(images, model, flat, None, groups, group_labels=labels)[0]
+    np.testing.assert_allclose(mstep(model, s0, flat).references,
+                               mstep(model, s0, flat.replace(point_denominator=False)).references,
+                               rtol=1e-9, atol=1e-9 * np.abs(s0.ref_sum).max())

@@ -53,7 +53,7 @@ from cryosnake.ml2d.poses import hypothesis_to_pose
 from cryosnake.ml2d.state import ParticleState
 
 from .fourier import PointSet, scatter_points, search_disc, translation_table, wrap_offset
-from .groups import flipped_ctf
+from .groups import flipped_ctf, ring_ctf2
 from .model import MLF2DModel
 from .settings import MLF2DSettings
 from .sums import MLF2DSums
@@ -199,6 +199,8 @@ def estep(
     acc = {
         "num": np.zeros((k_out_total, n_psi, ctx.pts.n_points), complex),
         "den": np.zeros((k_out_total, L_all)),
+        "den_points": np.zeros((k_out_total, ctx.pts.n_points if settings.point_denominator
+                                else 0)),
         "class_w": np.zeros(k_out_total),
         "mirror_w": np.zeros(k_out_total),
         "noise": np.zeros((model.n_groups, L_all)),
@@ -233,6 +235,8 @@ def estep(
     sums = MLF2DSums(
         ref_sum=rot.reshape(k_out_total, n_psi, N, N).sum(axis=1),
         ref_denominator=acc["den"],
+        point_denominator=(scatter_points(acc["den_points"], ctx.pts.kx, ctx.pts.ky, N).real
+                           if settings.point_denominator else acc["den_points"]),
         class_weight=acc["class_w"],
         mirror_weight=acc["mirror_w"],
         noise_sum=acc["noise"],
@@ -352,6 +356,9 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     np.add.at(w_ik, (ii, k_out), w_trip)
     c2_shell = (c[:, 0] ** 2) @ ctx.onehot / ctx.onehot.sum(axis=0)  # <CTF^2>_l  [m, L]
     acc["den"][:, : ctx.L] += w_ik.T @ (c2_shell / ctx.noise_ext[groups])
+    if st.point_denominator:
+        acc["den_points"] += w_ik.T @ (ring_ctf2(ctf, pts.kx, pts.ky, ctx.n, ctx.sampling)
+                                       * inv_s2)
 
     # reference numerators and expected residual power, from the triples with any weight
     live = np.flatnonzero(w_trip > 0)

@@ -122,3 +122,28 @@ def flipped_ctf(ctf: CTFParams | None, kx, ky, n: int, sampling: float, n_flips:
     c = ctf_from_frequencies(fx, fy, ctf.defocus_u, ctf.defocus_v, ctf.defocus_angle,
                              ctf.voltage, ctf.cs, ctf.amplitude_contrast, ctf.phase_shift)
     return np.abs(c) if phase_flipped else c
+
+
+#: angles (over a half circle; the CTF is centrosymmetric) of the ring average of CTF^2
+RING_ANGLES = 32
+
+
+def ring_ctf2(ctf: CTFParams | None, kx, ky, n: int, sampling: float) -> np.ndarray:
+    """``<CTF_i^2>`` on the ring of radius ``|k|`` through every point ``(kx, ky)``:
+    ``[n_particles, Np]`` (ones ``[1, Np]`` without CTF).
+
+    The denominator of the CTF-corrected class average at a point of the class frame: the
+    particle's rotation is not known, so its CTF^2 enters averaged over the ring, evaluated at
+    the point's own radius (not its shell's mean, which blurs the CTF's oscillation within a
+    shell; ``settings.point_denominator``). ``|CTF|^2 = CTF^2``: phase flipping changes
+    nothing here."""
+    if ctf is None:
+        return np.ones((1, len(kx)))
+    r2 = np.asarray(kx, np.int64) ** 2 + np.asarray(ky, np.int64) ** 2
+    radii2, where = np.unique(r2, return_inverse=True)
+    theta = (np.arange(RING_ANGLES) + 0.5) * np.pi / RING_ANGLES
+    r = np.sqrt(radii2) / (n * sampling)  # Å^-1
+    fx, fy = np.cos(theta)[:, None] * r, np.sin(theta)[:, None] * r  # [A, R]
+    c = ctf_from_frequencies(fx, fy, ctf.defocus_u, ctf.defocus_v, ctf.defocus_angle,
+                             ctf.voltage, ctf.cs, ctf.amplitude_contrast, ctf.phase_shift)
+    return (c**2).mean(axis=1)[:, where]

@@ -61,13 +61,18 @@ def mstep(model: MLF2DModel, sums: MLF2DSums, settings: MLF2DSettings) -> MLF2DM
     previous = np.fft.rfft2(model.references)[..., np.mod(ky, n), kx]
     weights = sums.class_weight + sums.mirror_weight
     den = np.where(weights[:, None] > 0, sums.ref_denominator[:, :L], 0.0)
+    den_p = None
+    if settings.point_denominator:
+        den_p = sums.point_denominator[..., np.mod(ky, n), kx]
+        den_p = np.where(weights[:, None] > 0, den_p, 0.0)
     averages, ssnr_used = wiener_average(spectra, den, previous, weights, shell,
                                          per_class=settings.class_filter,
                                          new_shells=settings.adaptive_resolution,
-                                         first=model.iteration < 0)
+                                         first=model.iteration < 0, point_denominator=den_p)
     prob, ext = model.shell_prob, model.shell_ext
     if settings.adaptive_resolution:
-        power = shell_mean(np.abs(ctf_corrected_average(spectra, den, shell)) ** 2, shell, L)
+        power = shell_mean(np.abs(ctf_corrected_average(spectra, den, shell, den_p)) ** 2,
+                           shell, L)
         floor = initial_limits(settings, n, model.sampling)[1]
         prob, ext = next_limits(data_ssnr(power, den), weights, model.shell_high, floor,
                                 settings.extension_shells, settings.likelihood_shells)

@@ -44,6 +44,10 @@ class MLF2DSettings(ML2DSettings):
       limit follows the SSNR of the class averages, growing by at most ``extension_shells``
       shells per iteration up to ``high_res_limit`` (:mod:`.resolution`); otherwise it is
       ``high_res_limit`` from the first iteration.
+    * ``point_denominator``: the CTF-corrected average divides every Fourier point by its own
+      ``sum gamma <CTF^2>_ring(|k|) / sigma^2`` (the CTF^2 of each particle averaged over the
+      ring through the point, :func:`.groups.ring_ctf2`) instead of the shell mean
+      ``<CTF^2>_l``; the Wiener filters and SSNR keep the shell denominators.
     """
 
     ctf_correction: bool = True
@@ -58,6 +62,7 @@ class MLF2DSettings(ML2DSettings):
     initial_resolution: float = 30.0
     extension_shells: int = 3
     likelihood_shells: int = 0
+    point_denominator: bool = False
 
     def __post_init__(self):
         super().__post_init__()

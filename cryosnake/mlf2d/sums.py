@@ -24,6 +24,9 @@ class MLF2DSums(AdditiveStats):
       the rotated reference ``psi_j``).
     * ``ref_denominator``: ``[K, L]`` ``Den_k(l) = sum_i sum_{h in k} gamma <CTF_i^2>_l /
       sigma^2_{g_i}(l)`` (``<.>_l``: mean over the points of shell ``l``).
+    * ``point_denominator``: ``[K, N, N//2 + 1]`` on the ``rfft2`` grid, ``sum_i sum_{h in k}
+      gamma <CTF_i^2>_ring(|k|) / sigma^2_{g_i}(l)`` (``settings.point_denominator``; ``[K, 0]``
+      when off).
     * ``class_weight``, ``mirror_weight``: ``[K]`` as ML2D.
     * ``noise_sum``: ``[G, L]`` ``sum_{i in g} sum_h gamma sum_{k in l} |FT(G_f Sh_{-u} X_i) -
       CTF c A_kj|^2`` (expected residual power per shell).
@@ -34,6 +37,7 @@ class MLF2DSums(AdditiveStats):
 
     ref_sum: np.ndarray
     ref_denominator: np.ndarray
+    point_denominator: np.ndarray
     class_weight: np.ndarray
     mirror_weight: np.ndarray
     noise_sum: np.ndarray
@@ -45,8 +49,11 @@ class MLF2DSums(AdditiveStats):
     n_images: int
 
     @classmethod
-    def zeros(cls, n_classes: int, n: int, n_groups: int) -> MLF2DSums:
+    def zeros(cls, n_classes: int, n: int, n_groups: int, point_denominator: bool = False
+              ) -> MLF2DSums:
         L = n // 2
-        return cls(np.zeros((n_classes, n, n)), np.zeros((n_classes, L)), np.zeros(n_classes),
+        return cls(np.zeros((n_classes, n, n)), np.zeros((n_classes, L)),
+                   np.zeros((n_classes, n, L + 1) if point_denominator else (n_classes, 0)),
+                   np.zeros(n_classes),
                    np.zeros(n_classes), np.zeros((n_groups, L)), np.zeros(n_groups), 0.0, 0.0,
                    0.0, np.zeros(n_classes), 0)

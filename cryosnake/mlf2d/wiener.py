@@ -46,18 +46,20 @@ def shell_mean(values: np.ndarray, shell: np.ndarray, n_shells: int) -> np.ndarr
     return (values @ onehot) / np.maximum(onehot.sum(axis=0), 1)
 
 
-def ctf_corrected_average(numerator: np.ndarray, denominator: np.ndarray, shell: np.ndarray
-                          ) -> np.ndarray:
+def ctf_corrected_average(numerator: np.ndarray, denominator: np.ndarray, shell: np.ndarray,
+                          point_denominator: np.ndarray | None = None) -> np.ndarray:
     """``Abar = F / Den(l(p))`` (0 where ``Den = 0``): numerators ``[K, Np]`` on points with
-    shells ``shell``, denominators ``[K, L]``."""
-    den = denominator[:, shell]
+    shells ``shell``, denominators ``[K, L]``; or ``F / Den(p)`` with the per-point
+    denominators ``point_denominator`` ``[K, Np]``."""
+    den = denominator[:, shell] if point_denominator is None else point_denominator
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, numerator / np.where(den > 0, den, 1.0), 0.0)
 
 
 def wiener_average(numerator: np.ndarray, denominator: np.ndarray, previous: np.ndarray,
                    weights: np.ndarray, shell: np.ndarray, per_class: bool = False,
-                   new_shells: bool = False, first: bool = False
+                   new_shells: bool = False, first: bool = False,
+                   point_denominator: np.ndarray | None = None
                    ) -> tuple[np.ndarray, np.ndarray]:
     """``(A [K, Np], SSNR [K, L])``: the CTF-corrected, Wiener-filtered averages from the
     numerators ``F_k`` ``[K, Np]``, the denominators ``Den_k`` ``[K, L]``, the previous
@@ -68,9 +70,11 @@ def wiener_average(numerator: np.ndarray, denominator: np.ndarray, previous: np.
     the power of the unfiltered averages instead, as RELION starts from unfiltered
     references (shells without signal then fade over the next iterations). ``first``: the
     previous reference is the rotationally blurred global average of "generate classes", not
-    a class: every shell takes the power of the unfiltered averages."""
+    a class: every shell takes the power of the unfiltered averages. ``point_denominator``
+    ``[K, Np]``: the CTF correction divides each point by its own denominator (the filter
+    stays per shell)."""
     L = denominator.shape[-1]
-    average = ctf_corrected_average(numerator, denominator, shell)
+    average = ctf_corrected_average(numerator, denominator, shell, point_denominator)
     power = np.broadcast_to(shell_mean(np.abs(previous) ** 2, shell, L), denominator.shape)
     if first:
         power = shell_mean(np.abs(average) ** 2, shell, L)

@@ -74,6 +74,14 @@ METHODS: dict[str, tuple[bool, dict]] = {
     "mlf2d+mask+res": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True}),
     "mlf2d+mask+class+res": (True, {"particle_diameter": DIAMETER, "class_filter": True,
                                     "adaptive_resolution": True}),
+    # the adaptive limit free to grow to Nyquist; a fixed 12 Å limit
+    "mlf2d+mask+res0": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True,
+                               "high_res_limit": 0.0}),
+    "mlf2d+mask+12A": (True, {"particle_diameter": DIAMETER, "high_res_limit": 12.0}),
+    # the CTF correction with each point's own CTF^2 (ring average at its radius)
+    "mlf2d+mask+pt": (True, {"particle_diameter": DIAMETER, "point_denominator": True}),
+    "mlf2d+mask+res0+pt": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True,
+                                  "high_res_limit": 0.0, "point_denominator": True}),
 }
 
 
