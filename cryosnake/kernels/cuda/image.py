@@ -32,6 +32,7 @@ from cryosnake.kernels.cpu.image import (  # noqa: F401 - host-only helpers, re-
     parallel_batches,
     radius_grid,
 )
+from cryosnake.kernels.host import bspline3_denominator, spectrum_permutation_table
 
 from . import runtime as rt
 
@@ -243,8 +244,8 @@ def bspline3_device(d_images, n: int):
     device: ``IFFT(FFT(f) / (b(ky) b(kx)))``, ``b(k) = (4 + 2 cos 2 pi k / N) / 6``."""
     spec = rt.rfft2_device(d_images)
     re, im = rt.complex_parts(spec)
-    by = rt.to_device(_cpu._bspline3_denominator(n))
-    bx = rt.to_device(_cpu._bspline3_denominator(n)[: n // 2 + 1])
+    by = rt.to_device(bspline3_denominator(n))
+    bx = rt.to_device(bspline3_denominator(n)[: n // 2 + 1])
     rt.launch_items(_divide_bspline3, re.shape[0] * n * (n // 2 + 1), re, im, by, bx)
     return rt.irfft2_device(spec, n)
 
@@ -322,7 +323,7 @@ def spectrum_permutation(n: int, matrices: np.ndarray, dtype) -> tuple:
     """Device gather tables of a spectrum permutation (``cpu.permute_spectra``): source index,
     conjugation flag and the phase as real and imaginary parts in ``dtype``, ``[F, N(N//2+1)]``."""
     mats = np.ascontiguousarray(np.asarray(matrices, dtype=np.int64))
-    src, conj, phase = _cpu._spectrum_permutation_table(n, mats.tobytes())
+    src, conj, phase = spectrum_permutation_table(n, mats.tobytes())
     real = np.float32 if np.dtype(dtype) in (np.float32, np.complex64) else np.float64
     return (
         rt.to_device(src),
