@@ -29,7 +29,7 @@ from cryosnake.io import mrc, relion_model, star, xmipp
 from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_stack
 from cryosnake.kernels import get_backend
 from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
-from cryosnake.ml2d.init import (
+from cryosnake.ml2d.initial import (
     initial_model_from_average,
     initial_model_from_references,
     random_group_labels,
@@ -120,7 +120,7 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
 
 def _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs) -> None:
     """MLF2D start: one pass over the particles for the CTF-corrected global average and the
-    initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.init`)."""
+    initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.initial`)."""
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
         if ml2d_cfg["ctf_correction"]:  # resolved once: the value and where it came from
