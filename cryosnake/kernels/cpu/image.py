@@ -21,7 +21,6 @@ images x rows and cached on disk.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -33,6 +32,7 @@ import numpy as np  # noqa: E402
 import scipy.fft  # noqa: E402
 from numba import njit, prange  # noqa: E402
 
+from .. import interp  # noqa: E402
 from ..host import bspline3_denominator, spectrum_permutation_table  # noqa: E402
 
 __all__ = [
@@ -133,26 +133,8 @@ def bspline3_coefficients(images: np.ndarray, workers: int | None = None) -> np.
     return irfft2(spec, n, workers)
 
 
-@njit(inline="always", cache=True)
-def _source_point(ca, sa, x, y, centre):  # pragma: no cover - numba
-    """Pixel ``(x, y)`` (centred) rotated by ``(ca, sa)``: the cell ``(ix, iy)`` holding the
-    source point and the fractions ``(fx, fy)`` inside it."""
-    xs = ca * x - sa * y + centre
-    ys = sa * x + ca * y + centre
-    ix = math.floor(xs)
-    iy = math.floor(ys)
-    return ix, iy, xs - ix, ys - iy
-
-
-@njit(inline="always", cache=True)
-def _bspline3_weights(f):  # pragma: no cover - numba
-    """Cubic B-spline weights of the 4 samples around fraction ``f`` (offsets -1, 0, 1, 2)."""
-    return (
-        (1.0 - f) ** 3 / 6.0,
-        (4.0 - 6.0 * f * f + 3.0 * f**3) / 6.0,
-        (1.0 + 3.0 * f + 3.0 * f * f - 3.0 * f**3) / 6.0,
-        f**3 / 6.0,
-    )
+_source_point = njit(inline="always", cache=True)(interp.source_point)
+_bspline3_weights = njit(inline="always", cache=True)(interp.bspline3_weights)
 
 
 @njit(parallel=True, cache=True)

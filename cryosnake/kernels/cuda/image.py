@@ -25,6 +25,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from cryosnake.kernels import interp
 from cryosnake.kernels.cpu import image as _cpu
 from cryosnake.kernels.cpu.image import (  # noqa: F401 - host-only helpers, re-exported
     circular_mask,
@@ -50,25 +51,8 @@ def split3(t, n1, n2):
     return t // (n1 * n2), (t // n2) % n1, t % n2
 
 
-@cuda.jit(device=True)
-def _source_point(ca, sa, centre, i, j):
-    """Integer and fractional parts of ``R(-phi) r`` for output pixel ``(i, j)`` (x = j)."""
-    x = j - centre
-    y = i - centre
-    xs = ca * x - sa * y + centre
-    ys = sa * x + ca * y + centre
-    ix = int(math.floor(xs))  # math.floor is a float on the device
-    iy = int(math.floor(ys))
-    return ix, iy, xs - ix, ys - iy
-
-
-@cuda.jit(device=True)
-def _bspline3_weights(f):
-    """Cubic B-spline weights of the 4 taps ``floor - 1 .. floor + 2`` at fraction ``f``."""
-    w0 = (1.0 - f) ** 3 / 6.0
-    w1 = (4.0 - 6.0 * f * f + 3.0 * f**3) / 6.0
-    w2 = (1.0 + 3.0 * f + 3.0 * f * f - 3.0 * f**3) / 6.0
-    return w0, w1, w2, f**3 / 6.0
+_source_point = cuda.jit(device=True)(interp.source_point)
+_bspline3_weights = cuda.jit(device=True)(interp.bspline3_weights)
 
 
 @cuda.jit(device=True)
@@ -131,7 +115,7 @@ def _rotate(src, cos_a, sin_a, centre, order, out):  # pragma: no cover - device
     n, size = out.shape[0], out.shape[1]
     for t in range(cuda.grid(1), n * size * size, cuda.gridsize(1)):
         m, i, j = split3(t, size, size)
-        ix, iy, fx, fy = _source_point(cos_a[m], sin_a[m], centre, i, j)
+        ix, iy, fx, fy = _source_point(cos_a[m], sin_a[m], j - centre, i - centre, centre)
         if order == 3:
             out[m, i, j] = _bspline3_at(src[m], ix, iy, fx, fy, size)
         else:
