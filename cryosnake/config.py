@@ -14,8 +14,8 @@ import jsonschema
 import yaml
 
 from cryosnake.errors import InputError
-from cryosnake.significant.symmetry import parse_symmetry
 from cryosnake.significant.weights import check_alpha_symmetry
+from cryosnake.volume3d.symmetry import parse_symmetry
 
 
 def _key(path) -> str:

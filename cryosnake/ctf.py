@@ -21,6 +21,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The particle-table columns (RELION names) a CTF needs; ``rlnDefocusV``, ``rlnDefocusAngle``
+#: and ``rlnPhaseShift`` are optional (``rlnDefocusU``, 0 and 0 when absent; see
+#: :meth:`CTFParams.from_star`).
+REQUIRED_COLUMNS = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+
+
+def missing_columns(table) -> list[str]:
+    """The :data:`REQUIRED_COLUMNS` that the particle table ``table`` lacks, in their order."""
+    return [c for c in REQUIRED_COLUMNS if c not in table]
+
 
 def electron_wavelength(voltage_kv) -> np.ndarray:
     """Relativistic electron wavelength in Å for an acceleration voltage in kV."""

@@ -81,3 +81,12 @@ def wrap_angle(angle_deg):
     """Wrap degrees to ``(−180, 180]``."""
     a = np.mod(np.asarray(angle_deg, dtype=np.float64) + 180.0, 360.0) - 180.0
     return np.where(a == -180.0, 180.0, a)
+
+
+def fibonacci_sphere(n: int) -> np.ndarray:
+    """``n`` near-uniform unit vectors ``(x, y, z)`` (golden-angle spiral), shape ``(n, 3)``."""
+    j = np.arange(n, dtype=np.float64)
+    z = 1.0 - (2.0 * j + 1.0) / n
+    phi = j * np.pi * (3.0 - np.sqrt(5.0))
+    s = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
+    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)

@@ -13,20 +13,19 @@ contrast (1st-99th percentile of its pixels), grey colormap, white = high densit
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import starfile
 from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cryosnake.atomic import atomic_path
-from cryosnake.io import mrc
+from cryosnake.io import mrc, star
+from cryosnake.io.jsonfile import read_json_series
 from cryosnake.io.star import split_image_names
 
 #: Resolution of every PNG (dots per inch); figures are a few inches wide.
@@ -80,23 +79,6 @@ def _nan(v) -> float:
     return float("nan") if v is None else float(v)
 
 
-def _read_json_files(paths: Iterable) -> list[dict]:
-    """Read JSON files, sorted by their ``iteration`` key (files without one keep their order)."""
-    records = [json.loads(Path(p).read_text()) for p in paths]
-    return sorted(records, key=lambda r: r.get("iteration", 0))
-
-
-def _read_table(path, block: str) -> pd.DataFrame:
-    """The ``data_<block>`` table of a STAR file (or its only table)."""
-    tables = {k: v for k, v in starfile.read(path, always_dict=True).items()
-              if isinstance(v, pd.DataFrame)}
-    if block in tables:
-        return tables[block]
-    if len(tables) == 1:
-        return next(iter(tables.values()))
-    raise ValueError(f"{path}: no data_{block} table (tables: {sorted(tables)})")
-
-
 # --- 1. ML2D class averages ------------------------------------------------------------------
 
 
@@ -116,7 +98,7 @@ def ml2d_gallery(classes_mrcs, classes_star, out_png) -> Figure:
     """
     images = mrc.read_stack(classes_mrcs)
     sampling = mrc.header_info(classes_mrcs)["sampling"]
-    table = _read_table(classes_star, "classes").reset_index(drop=True)
+    table = star.read_table(classes_star, "classes").reset_index(drop=True)
     n_classes = len(table)
 
     if "rlnReferenceImage" in table:
@@ -191,7 +173,7 @@ def ml2d_convergence(model_jsons: Sequence, out_png) -> Figure:
     Iterations with another number of classes than the last one (the one-reference start model)
     are left out of the per-class panels.
     """
-    records = _read_json_files(model_jsons)
+    records = read_json_series(model_jsons)
     it = np.array([r.get("iteration", i) for i, r in enumerate(records)], dtype=float)
     loglik = np.array([_nan(r.get("loglik")) for r in records])
     pmax = np.array([_nan(r.get("ave_pmax")) for r in records])
@@ -380,7 +362,7 @@ def angular_distribution(angles_star, out_png) -> Figure:
     ``cryosnakeWeight`` of the rows assigned to it (summed over images; psi and shifts ignored).
     The title gives the number of rows (image-direction pairs), images and distinct directions.
     """
-    angles = _read_table(angles_star, "particles")
+    angles = star.read_table(angles_star, "particles")
     dirs = direction_weights(angles)
     n_images = (angles["cryosnakeImageIndex"].nunique() if "cryosnakeImageIndex" in angles
                 else angles["rlnImageName"].nunique() if "rlnImageName" in angles else len(angles))
@@ -420,7 +402,7 @@ def significant_progress(stats_jsons: Sequence, out_png) -> Figure:
 
     3 axes in all (two panels and the twin).
     """
-    records = _read_json_files(stats_jsons)
+    records = read_json_series(stats_jsons)
     it = np.array([r.get("iteration", i + 1) for i, r in enumerate(records)], dtype=float)
     change = np.array([_nan(r.get("volume_change")) for r in records])
     level = np.array([100.0 * (1.0 - _nan(r.get("alpha"))) for r in records])
@@ -502,7 +484,7 @@ def reprojections(reprojections_star, averages_mrcs, reprojections_mrcs, out_png
     The average of row ``k`` is section ``cryosnakeImageIndex`` of ``averages_mrcs`` (the
     averages at the working grid of Reconstruct Significant).
     """
-    table = _read_table(reprojections_star, "particles").reset_index(drop=True)
+    table = star.read_table(reprojections_star, "particles").reset_index(drop=True)
     averages = mrc.read_stack(averages_mrcs)
     projections = mrc.read_stack(reprojections_mrcs)
     averages = averages[None] if averages.ndim == 2 else averages

@@ -10,16 +10,14 @@ instead of stopping the summary.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-import starfile
 
 from cryosnake.atomic import write_text
-from cryosnake.io import mrc
+from cryosnake.io import mrc, star
+from cryosnake.io.jsonfile import read_json
 
 
 @dataclass
@@ -50,12 +48,6 @@ def _exists(path) -> bool:
     return path is not None and Path(path).is_file()
 
 
-def _table(path: Path, block: str) -> pd.DataFrame:
-    tables = {k: v for k, v in starfile.read(path, always_dict=True).items()
-              if isinstance(v, pd.DataFrame)}
-    return tables.get(block, next(iter(tables.values())) if len(tables) == 1 else pd.DataFrame())
-
-
 def _fmt(x, spec: str = ".6g") -> str:
     return "n/a" if x is None else format(float(x), spec)
 
@@ -63,7 +55,7 @@ def _fmt(x, spec: str = ".6g") -> str:
 def _ml2d_iterations(files: RunFiles) -> list[str]:
     lines = []
     if _exists(files.ml2d_model):
-        model = json.loads(files.ml2d_model.read_text())
+        model = read_json(files.ml2d_model)
         state = ("converged" if model.get("converged")
                  else "not converged (stopped at ml2d.max_iterations)")
         n = int(model["iteration"])
@@ -83,7 +75,7 @@ def _ml2d_classes(files: RunFiles) -> list[str]:
     lines = []
     classes_star, classes_mrcs = files.classes_star, files.classes
     if _exists(classes_star):
-        table = _table(classes_star, "classes")
+        table = star.read_table(classes_star, "classes")
         counts = (table["cryosnakeParticleCount"].to_numpy(dtype=np.int64)
                   if "cryosnakeParticleCount" in table else None)
         header = f"  classes: {len(table)}"
@@ -123,7 +115,7 @@ def _significant_volume(files: RunFiles) -> list[str]:
 def _significant_input(files: RunFiles) -> list[str]:
     lines = []
     if _exists(files.significant_info):
-        info = json.loads(files.significant_info.read_text())
+        info = read_json(files.significant_info)
         if info.get("classes_rule") is not None:
             out = info.get("classes_left_out", [])
             lines.append(f"  averages: {info['n_images']} ML2D classes (significant.classes: "
@@ -139,7 +131,7 @@ def _significant_input(files: RunFiles) -> list[str]:
 def _significant_iterations(files: RunFiles) -> list[str]:
     lines = []
     if _exists(files.significant_stats):
-        stats = json.loads(files.significant_stats.read_text())
+        stats = read_json(files.significant_stats)
         n = int(stats["iteration"])
         text = f"  volume from iteration {n} (iter_{n:03d})"
         if stats.get("alpha") is not None:
@@ -158,7 +150,7 @@ def _significant_angles(files: RunFiles) -> list[str]:
     lines = []
     angles = files.angles
     if _exists(angles):
-        table = _table(angles, "particles")
+        table = star.read_table(angles, "particles")
         n_images = (table["cryosnakeImageIndex"].nunique()
                     if "cryosnakeImageIndex" in table else "?")
         lines.append(f"  angles: {angles}, {len(table)} assignments of {n_images} images")
@@ -168,7 +160,7 @@ def _significant_angles(files: RunFiles) -> list[str]:
 def _significant_reprojections(files: RunFiles) -> list[str]:
     lines = []
     if _exists(files.reprojections):
-        table = _table(files.reprojections, "particles")
+        table = star.read_table(files.reprojections, "particles")
         ncc = table["cryosnakeReprojectionCC"].to_numpy(dtype=np.float64)
         ok = np.isfinite(ncc)
         if ok.any():
@@ -185,7 +177,7 @@ def _significant_reprojections(files: RunFiles) -> list[str]:
 def _demo_check(files: RunFiles) -> list[str]:
     if not _exists(files.demo_check):
         return []
-    check = json.loads(files.demo_check.read_text())
+    check = read_json(files.demo_check)
     c, v = check["classes"], check["volume"]
     return [f"  2D classes: adjusted Rand index {c['ari']:.3f} against the true views, "
             f"{c['views_found']} of {c['views']} views found, median NCC of the best class "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.significant.projector import project
-from cryosnake.significant.symmetry import rotation_about
+from cryosnake.volume3d.projector import project
+from cryosnake.volume3d.symmetry import rotation_about
 
 
 def gaussian_phantom(n: int, seed: int = 0, n_blobs: int = 10, fold: int = 1) -> np.ndarray:

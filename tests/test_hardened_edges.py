@@ -25,7 +25,7 @@ from cryosnake.pipeline.data import import_job
 from cryosnake.pipeline.jobs import rule_job
 from cryosnake.pipeline.ml2d import start_job
 from cryosnake.pipeline.significant import read_averages
-from cryosnake.significant.symmetry import parse_symmetry
+from cryosnake.volume3d.symmetry import parse_symmetry
 
 BOX = 8
 REPO = Path(__file__).resolve().parents[1]
@@ -253,7 +253,7 @@ def test_large_symmetry_order_stops_the_config_check():
 
 
 def test_largest_symmetry_orders_still_build():
-    from cryosnake.significant.symmetry import group_order
+    from cryosnake.volume3d.symmetry import group_order
 
     assert [group_order(g) for g in ("c240", "d120", "d60v")] == [240, 240, 240]
 

@@ -100,24 +100,7 @@ def test_fft_helpers_and_shells(rng):
     assert m.sum() == sum((i - 4) ** 2 + (j - 4) ** 2 <= 9 for i in range(9) for j in range(9))
 
 
-def test_ml2d_correlation_windows(rng):
-    n, w = 12, 3
-    x = rng.normal(size=(2, n, n))
-    b = rng.normal(size=(3, n, n))
-    blk_x = np.array([0, 1, 1, 0])
-    blk_b = np.array([2, 0, 1, 1])
-    bc = np.conj(cpu.rfft2(b)) * cpu.ml2d_window_phase(n, w)
-    prod = cpu.ml2d_block_products(cpu.rfft2(x), bc, blk_x, blk_b)
-    c = cpu.ml2d_correlation_windows(prod, n, w)
-    for t in range(4):
-        for a in range(2 * w + 1):
-            for cc in range(2 * w + 1):
-                sy, sx = a - w, cc - w
-                want = (b[blk_b[t]] * np.roll(x[blk_x[t]], (-sy, -sx), (0, 1))).sum()
-                assert c[t, a, cc] == pytest.approx(want, abs=1e-10)
-
-
-def test_ml2d_block_weights_and_accumulation(rng):
+def test_ml2d_block_posteriors_and_accumulation(rng):
     n, w = 10, 2
     W = 2 * w + 1
     c = rng.uniform(-10, 10, size=(5, W, W))
@@ -129,20 +112,21 @@ def test_ml2d_block_weights_and_accumulation(rng):
     lp = np.log(rng.uniform(0.1, 1, 5))
     lps = np.log(rng.uniform(0.1, 1, (W, W)))
     r2 = rng.uniform(0, 8, (W, W))
-    res = cpu.ml2d_block_weights(c, const, scale, img_ptr, lp, lps, r2, 4.0, block_skip=1e-8)
+    res = cpu.ml2d_block_posteriors(c, const, scale, img_ptr, lp, lps, r2, 4.0, block_skip=1e-8)
+    gamma = np.zeros((5, W, W))  # skipped blocks are not stored: all zero
+    gamma[res["kept"]] = res["gamma"]
     for i, (b0, b1) in enumerate([(0, 3), (3, 5)]):
         lw = lp[b0:b1, None, None] + lps[None] - d[b0:b1] / 4.0
         keep = np.exp(lw.max(axis=(1, 2)) - lw.max()) > 1e-8
         wts = np.exp(lw - lw.max()) * keep[:, None, None]
         g = wts / wts.sum()
-        np.testing.assert_allclose(res["gamma"][b0:b1], g, rtol=1e-12, atol=1e-300)
+        np.testing.assert_allclose(gamma[b0:b1], g, rtol=1e-12, atol=1e-300)
         assert res["logsum"][i] == pytest.approx(lw.max() + np.log(wts.sum()))
         assert res["noise"][i] == pytest.approx((g * 2 * d[b0:b1]).sum())
         assert res["offset"][i] == pytest.approx((g * r2[None]).sum())
     assert res["count"][4] == 0
     # direct and spectral accumulation agree with the explicit sum
     imgs = rng.normal(size=(3, n, n))
-    gamma = res["gamma"]
     key = np.array([0, 1, 0, 1, 0])
     bx = np.array([0, 1, 2, 0, 1])
     sc = rng.uniform(0.5, 2, 5)
@@ -156,7 +140,6 @@ def test_ml2d_block_weights_and_accumulation(rng):
     acc = np.zeros((2, n, n))
     cpu.ml2d_accumulate_direct(acc, imgs, gamma, key, bx, sc, w)
     np.testing.assert_allclose(acc, want, atol=1e-12)
-    acc_hat = np.zeros((2, n, n // 2 + 1), complex)
-    ghat = cpu.rfft2(cpu.ml2d_embed_windows(gamma, n))
-    cpu.ml2d_accumulate_spectra(acc_hat, ghat, cpu.rfft2(imgs), key, bx, sc)
-    np.testing.assert_allclose(cpu.irfft2(acc_hat, n), want, atol=1e-12)
+    acc_win = cpu.ml2d_window_accumulator(2, n)
+    cpu.ml2d_accumulate_windows(acc_win, gamma, cpu.ml2d_image_operands(imgs), key, bx, sc, w)
+    np.testing.assert_allclose(cpu.ml2d_window_sums(acc_win, w), want, atol=1e-12)

@@ -8,7 +8,7 @@ from ml2d_sim import make_views, simulate
 
 from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
 from cryosnake.ml2d.hypotheses import log_offset_prior, psi_grid, translation_half_width
-from cryosnake.ml2d.init import initial_model_from_average, random_group_labels
+from cryosnake.ml2d.initial import initial_model_from_average, random_group_labels
 from cryosnake.ml2d.references import reference_bank
 from cryosnake.ml2d.run import estep_chunked, run_ml2d
 

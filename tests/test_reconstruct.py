@@ -7,15 +7,15 @@ import pytest
 from scipy.ndimage import rotate as nd_rotate
 from significant_phantom import gaussian_phantom, simulated_averages
 
-from cryosnake.significant.fsc import fsc
-from cryosnake.significant.geometry import (
+from cryosnake.geometry import (
     direction_from_angles,
     euler_to_matrix,
     matrix_to_euler,
 )
-from cryosnake.significant.projector import prepare_volume, project, project_polar
-from cryosnake.significant.reconstruct import reconstruct
 from cryosnake.significant.sampling import gallery_directions
+from cryosnake.volume3d.fsc import fsc
+from cryosnake.volume3d.projector import prepare_volume, project, project_polar
+from cryosnake.volume3d.reconstruct import reconstruct
 
 N = 32
 

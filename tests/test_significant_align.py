@@ -7,14 +7,14 @@ import pytest
 from significant_phantom import gaussian_phantom, simulated_averages
 
 from cryosnake.significant.align import align_to_gallery, images_polar, make_polar_grid
-from cryosnake.significant.projector import prepare_volume, project
 from cryosnake.significant.sampling import (
     angular_neighbours,
     gallery_directions,
     symmetric_angular_distance,
 )
-from cryosnake.significant.volume_ops import fourier_shift
 from cryosnake.significant.weights import significant_weights
+from cryosnake.volume3d.projector import prepare_volume, project
+from cryosnake.volume3d.volume_ops import fourier_shift
 
 N = 48
 
@@ -82,7 +82,7 @@ def test_true_direction_is_significant(setup):
     imgs, r_true, t_true, psi, ox, oy = simulated_averages(ph, 40, 0, seed=11, max_origin=1.5)
     res = align_to_gallery(imgs, vft, rot, tilt)
     nb = angular_neighbours(rot, tilt, "c1", 10.0)
-    from cryosnake.significant.geometry import direction_from_angles
+    from cryosnake.geometry import direction_from_angles
     v_true = direction_from_angles(r_true, t_true)
     v_gal = direction_from_angles(rot, tilt)
     # within 1.5 sampling steps (neighbouring gallery directions are nearly equivalent here)

@@ -12,9 +12,9 @@ from cryosnake.significant import (
     initial_volume,
     run_iteration,
 )
-from cryosnake.significant.fsc import align_volume, resolution_period
-from cryosnake.significant.projector import project
-from cryosnake.significant.volume_ops import fourier_shift
+from cryosnake.volume3d.fsc import align_volume, resolution_period
+from cryosnake.volume3d.projector import project
+from cryosnake.volume3d.volume_ops import fourier_shift
 
 N = 32
 

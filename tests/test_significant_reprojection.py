@@ -28,8 +28,8 @@ from cryosnake.significant.reprojection import (
     reproject,
 )
 from cryosnake.significant.sampling import gallery_directions
-from cryosnake.significant.volume_ops import fourier_resize
 from cryosnake.summary import RunFiles, run_summary
+from cryosnake.volume3d.volume_ops import fourier_resize
 
 BOX = 32
 

@@ -11,7 +11,7 @@ from cryosnake.significant.initial import (
     random_orientations,
     reference_initial_volume,
 )
-from cryosnake.significant.volume_ops import (
+from cryosnake.volume3d.volume_ops import (
     centre_volume,
     fourier_resize,
     fourier_shift,

@@ -87,7 +87,7 @@ def test_relion_reconstruct_reads_our_angles(reference_run, relion, tmp_path):
     import pandas as pd
     import starfile
 
-    from cryosnake.significant.fsc import fsc
+    from cryosnake.volume3d.fsc import fsc
 
     ours = mrc.read(reference_run / "results" / "significant" / "volume.mrc")
     blocks = starfile.read(reference_run / "results" / "significant" / "angles.star",

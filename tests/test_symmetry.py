@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cryosnake.significant.geometry import direction_from_angles
+from cryosnake.geometry import direction_from_angles
 from cryosnake.significant.sampling import (
     angular_neighbours,
     gallery_directions,
     n_directions_full_sphere,
     symmetric_angular_distance,
 )
-from cryosnake.significant.symmetry import (
+from cryosnake.volume3d.symmetry import (
     group_order,
     parse_symmetry,
     proper_rotations,

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from cryosnake import ctf
 from cryosnake.errors import InputError
 from cryosnake.geometry import rotation2d
 from cryosnake.io import mrc, star
@@ -367,8 +368,7 @@ def validate(particles: pd.DataFrame, optics: pd.DataFrame, source: Path,
         _check_finite(index, paths, source)
     if options.require_ctf:
         table = star.merge_optics(particles, optics)
-        need = ["rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast"]
-        missing = [c for c in need if c not in table]
+        missing = ctf.missing_columns(table)
         if missing:
             raise InputError(
                 f"{source}: ml2d.fourier (MLF2D) with ctf_correction needs CTF parameters, but "
@@ -376,7 +376,8 @@ def validate(particles: pd.DataFrame, optics: pd.DataFrame, source: Path,
                 "particles with CTF (e.g. RELION Extract after CtfFind), or set "
                 "ml2d.ctf_correction: false, or ml2d.fourier: false for ML2D."
             )
-        values = table[[c for c in need + ["rlnDefocusV"] if c in table]].astype(float)
+        values = table[[c for c in (*ctf.REQUIRED_COLUMNS, "rlnDefocusV") if c in table]]
+        values = values.astype(float)
         bad = ~np.isfinite(values.to_numpy()).all(axis=1)
         if bad.any():
             r = int(np.flatnonzero(bad)[0])

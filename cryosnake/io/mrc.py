@@ -27,30 +27,30 @@ def _label(mrc) -> None:
     mrc.header.nlabl = 1
 
 
-def write_stack(path, images, sampling: float) -> None:
-    """Write ``images`` (``[n, y, x]``) as a float32 MRC image stack (ispg 0, ``.mrcs``)."""
-    images = np.ascontiguousarray(images, dtype=np.float32)
-    if images.ndim == 2:
-        images = images[None]
+def _write(path, data: np.ndarray, sampling: float, stack: bool) -> None:
+    """Write float32 ``data`` atomically: an image stack (ispg 0) or a volume (ispg 1), with
+    the pixel size in Å, the header statistics and the cryosnake label."""
     with atomic_path(path) as tmp:
         with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(images)
-            mrc.set_image_stack()
+            mrc.set_data(data)
+            if stack:
+                mrc.set_image_stack()
+            else:
+                mrc.set_volume()
             mrc.voxel_size = float(sampling)
             mrc.update_header_stats()
             _label(mrc)
+
+
+def write_stack(path, images, sampling: float) -> None:
+    """Write ``images`` (``[n, y, x]``) as a float32 MRC image stack (ispg 0, ``.mrcs``)."""
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    _write(path, images[None] if images.ndim == 2 else images, sampling, stack=True)
 
 
 def write_volume(path, volume, sampling: float) -> None:
     """Write a ``[z, y, x]`` volume as float32 MRC (ispg 1) with the voxel size in Å."""
-    volume = np.ascontiguousarray(volume, dtype=np.float32)
-    with atomic_path(path) as tmp:
-        with mrcfile.new(tmp, overwrite=True) as mrc:
-            mrc.set_data(volume)
-            mrc.set_volume()
-            mrc.voxel_size = float(sampling)
-            mrc.update_header_stats()
-            _label(mrc)
+    _write(path, np.ascontiguousarray(volume, dtype=np.float32), sampling, stack=False)
 
 
 def _damaged(path, reason: str) -> InputError:

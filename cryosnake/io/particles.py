@@ -53,6 +53,28 @@ def read_image_names(names, star_dir: Path | None = None, source=None) -> np.nda
     return np.stack(out)
 
 
+#: Columns that name the images of a STAR file of references or averages, in order of preference.
+IMAGE_COLUMNS = ("rlnReferenceImage", "rlnImageName")
+
+
+def read_image_stack(path, setting: str) -> tuple[np.ndarray, list[str], dict[str, pd.DataFrame]]:
+    """The images of an MRC stack, or those a STAR file names (:data:`IMAGE_COLUMNS` of its
+    ``data_particles`` table, else its first table): ``(images [n, N, N], names "k@stack",
+    the STAR's blocks or {})``. ``setting`` (the config key, e.g. ``ml2d.references``) starts
+    the error messages."""
+    path = Path(path)
+    if path.suffix == ".star":
+        blocks = star.read_blocks(path)
+        table = star.main_table(blocks)
+        col = next((c for c in IMAGE_COLUMNS if c in table), None)
+        if col is None:
+            raise InputError(f"{setting} = {path}: no rlnReferenceImage or rlnImageName column.")
+        names = list(table[col])
+        return read_image_names(names, path.parent, path), names, blocks
+    images = mrc.read_stack(path)
+    return images, [f"{k + 1:06d}@{path}" for k in range(len(images))], {}
+
+
 def chunk_rows(n_particles: int, chunk_size: int, chunk: int) -> np.ndarray:
     """Row indices of chunk ``chunk`` (0-based) when ``n_particles`` are cut every
     ``chunk_size``."""

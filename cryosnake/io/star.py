@@ -27,7 +27,6 @@ OPTICS_COLUMNS = (
     "rlnAmplitudeContrast",
 )
 
-CTF_COLUMNS = ("rlnDefocusU", "rlnDefocusV", "rlnDefocusAngle")
 CTF_OPTICS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 #: RELION's flag (optics group in 3.1, per particle in 3.0) for images phase-flipped at
 #: extraction; ``ml2d.phase_flipped: auto`` reads it.
@@ -56,6 +55,22 @@ def read_blocks(path) -> dict[str, pd.DataFrame]:
     if not blocks:
         raise InputError(f"{path} contains no loop_ table; expected data_particles (RELION).")
     return blocks
+
+
+def main_table(blocks: dict[str, pd.DataFrame], block: str = "particles") -> pd.DataFrame:
+    """The ``data_<block>`` table of :func:`read_blocks`' result, else its first table."""
+    return blocks.get(block, next(iter(blocks.values())))
+
+
+def read_table(path, block: str) -> pd.DataFrame:
+    """The ``data_<block>`` table of a STAR file, or its only table; an :class:`InputError`
+    naming the tables there when it has several and none is ``data_<block>``."""
+    blocks = read_blocks(path)
+    if block in blocks:
+        return blocks[block]
+    if len(blocks) == 1:
+        return next(iter(blocks.values()))
+    raise InputError(f"{path}: no data_{block} table (tables: {sorted(blocks)})")
 
 
 def read_particles(path) -> tuple[pd.DataFrame, pd.DataFrame | None]:

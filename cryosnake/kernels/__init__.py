@@ -7,6 +7,9 @@ a GPU (or numba's CUDA simulator) are present.
 
 Both backends expose the same functions with the same signatures and return host (numpy)
 arrays, so results are interchangeable; see ``cpu/__init__.py`` for the list.
+What the two backends share is written once: ``host`` (numpy-only tables and key sorting
+computed on the host) and ``interp`` (the rotation kernels' scalar helpers, in plain Python,
+compiled by each backend).
 """
 
 from __future__ import annotations

@@ -34,7 +34,7 @@ def signal_change(old: np.ndarray, new: np.ndarray, weights: np.ndarray) -> np.n
 
 
 def _class_and_mirror_fractions(model, sums, settings) -> tuple[np.ndarray, np.ndarray]:
-    """``alpha_k = (n_k + n^mir_k) / Ntot`` and ``m_k = n^mir_k / (n_k + n^mir_k)`` (§1.9).
+    """``alpha_k = (n_k + n^mir_k) / Ntot`` and ``m_k = n^mir_k / (n_k + n^mir_k)`` (§1.8).
 
     ``fix_fractions`` keeps the model's (unless the number of classes changed); without
     mirrors ``m_k = 0``; an empty class gets ``m_k = 0.5``. Shared by ML2D and MLF2D.
@@ -54,7 +54,7 @@ def _class_and_mirror_fractions(model, sums, settings) -> tuple[np.ndarray, np.n
 def updated_fields(model, sums, settings, refs: np.ndarray) -> dict:
     """The model fields that ML2D and MLF2D update alike, as keyword arguments of the new model:
     references ``refs``, ``alpha_k``, ``m_k``, ``xi``, the iteration number, LL, <Pmax>,
-    ``1000 delta_k``, convergence, class weights and the number of images (§1.9, §1.10)."""
+    ``1000 delta_k``, convergence, class weights and the number of images (§1.8-§1.10)."""
     weights = sums.class_weight + sums.mirror_weight
     ntot = float(weights.sum())
     alpha, mfrac = _class_and_mirror_fractions(model, sums, settings)
@@ -76,7 +76,7 @@ def updated_fields(model, sums, settings, refs: np.ndarray) -> dict:
 
 
 def _offset_std(model, sums, settings) -> float:
-    """``xi = sqrt(sum E_off / (2 Ntot))`` (§1.9; the model's with ``fix_sigma_offset``)."""
+    """``xi = sqrt(sum E_off / (2 Ntot))`` (§1.8; the model's with ``fix_sigma_offset``)."""
     ntot = float((sums.class_weight + sums.mirror_weight).sum())
     if settings.fix_sigma_offset or ntot <= 0:
         return model.sigma_offset

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from .estep import estep
-from .init import (
+from .initial import (
     image_sum,
     initial_model_from_average,
     initial_model_from_references,

@@ -11,12 +11,12 @@ Workflow interface (one E-step job per particle chunk, one M-step that gathers):
 
 Modules: :mod:`.settings`, :mod:`.model`, :mod:`.sums`, :mod:`.fourier` (points, shells,
 flips), :mod:`.groups` (CTF per particle, defocus groups), :mod:`.wiener` (SSNR, Wiener
-filters, resolution limits), :mod:`.init`, :mod:`.estep`, :mod:`.mstep`, :mod:`.run`.
+filters, resolution limits), :mod:`.initial`, :mod:`.estep`, :mod:`.mstep`, :mod:`.run`.
 """
 
 from .estep import estep
 from .groups import defocus_groups, particle_ctf, particle_groups, resolve_phase_flipped
-from .init import StartStatistics, start_model, start_statistics
+from .initial import StartStatistics, start_model, start_statistics
 from .model import MLF2DModel
 from .mstep import mstep
 from .settings import MLF2DSettings

@@ -14,12 +14,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.ctf import CTFParams, ctf_from_frequencies
+from cryosnake.ctf import CTFParams, ctf_from_frequencies, missing_columns
 from cryosnake.errors import InputError
 from cryosnake.io import star
 from cryosnake.ml2d.hypotheses import FLIP_MATRICES
-
-CTF_COLUMNS = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
 
 PHASE_FLIP_COLUMN = star.PHASE_FLIP
 
@@ -54,7 +52,7 @@ def particle_ctf(table, settings) -> CTFParams | None:
     correction). Missing columns are an :class:`InputError` naming them and the fix."""
     if not settings.ctf_correction:
         return None
-    missing = [c for c in CTF_COLUMNS if c not in table]
+    missing = missing_columns(table)
     if missing:
         raise InputError(
             f"ml2d.fourier (MLF2D) with ctf_correction needs CTF parameters, but "

@@ -11,11 +11,11 @@ from collections.abc import Callable
 
 import numpy as np
 
-from cryosnake.ml2d.init import random_group_labels
+from cryosnake.ml2d.initial import random_group_labels
 
 from .estep import estep
 from .groups import defocus_groups
-from .init import start_model, start_statistics
+from .initial import start_model, start_statistics
 from .model import MLF2DModel
 from .mstep import mstep
 from .settings import MLF2DSettings

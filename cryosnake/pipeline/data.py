@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake import demo
+from cryosnake import ctf, demo
 from cryosnake.atomic import write_json
 from cryosnake.io import importers, star
+from cryosnake.io.jsonfile import read_json
 
 
 def demo_job(demo_config: dict, folder) -> None:
@@ -22,8 +23,7 @@ def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=Fals
     options = importers.ImportOptions(sampling=sampling, require_ctf=require_ctf)
     particles, optics = importers.load(source, options)
     table = star.merge_optics(particles, optics)
-    has_ctf = all(c in table for c in ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration",
-                                       "rlnAmplitudeContrast"))
+    has_ctf = not ctf.missing_columns(table)
     pixel_sizes = np.unique(table["rlnImagePixelSize"].astype(float).round(5))
     summary = {
         "source": str(source),
@@ -49,7 +49,4 @@ def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=Fals
 
 def read_summary(path) -> dict:
     """The import summary (n_particles, box, sampling, has_ctf, ...)."""
-    import json
-
-    with open(path) as fh:
-        return json.load(fh)
+    return read_json(path)

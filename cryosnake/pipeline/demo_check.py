@@ -7,7 +7,7 @@ The demo writes its phantom, its clean views and every particle's view
   views some class average resembles best, and the median over the views of the NCC of its
   best class average (after in-plane rotation, mirror and shift, inside the particle circle);
 * the initial volume: FSC against the phantom after rotation, shift and hand are fitted
-  (:func:`cryosnake.significant.fsc.align_volume`), reported where it first drops below 0.5
+  (:func:`cryosnake.volume3d.fsc.align_volume`), reported where it first drops below 0.5
   and 0.143, in Å.
 
 Written to ``demo/check.json``; the run summary prints it.
@@ -21,7 +21,7 @@ from cryosnake.atomic import write_json
 from cryosnake.io import mrc, star
 from cryosnake.masks import soft_circular_mask
 from cryosnake.scores import adjusted_rand_index, aligned_ncc
-from cryosnake.significant.fsc import align_volume, resolution_period
+from cryosnake.volume3d.fsc import align_volume, resolution_period
 
 
 def class_recovery(classes: np.ndarray, views: np.ndarray, labels, true_views) -> dict:

@@ -16,7 +16,6 @@ Files of one run (``{outdir}/ml2d``):
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,10 +26,10 @@ from cryosnake.atomic import save_npz
 from cryosnake.config import check_classes
 from cryosnake.errors import InputError
 from cryosnake.io import mrc, relion_model, star, xmipp
-from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_names
+from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_stack
 from cryosnake.kernels import get_backend
 from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
-from cryosnake.ml2d.init import (
+from cryosnake.ml2d.initial import (
     initial_model_from_average,
     initial_model_from_references,
     random_group_labels,
@@ -74,14 +73,7 @@ def load_model(model_json, ml2d_cfg: dict) -> ML2DModel:
 
 def read_references(path, box: int) -> np.ndarray:
     """User references from an MRC stack or a STAR of images; the box must match."""
-    if str(path).endswith(".star"):
-        table = next(iter(star.read_blocks(path).values()))
-        col = next((c for c in ("rlnReferenceImage", "rlnImageName") if c in table), None)
-        if col is None:
-            raise InputError(f"{path}: no rlnReferenceImage or rlnImageName column.")
-        refs = read_image_names(table[col], Path(path).parent, path)
-    else:
-        refs = mrc.read_stack(path)
+    refs, _, _ = read_image_stack(path, "ml2d.references")
     if refs.shape[-1] != box or refs.shape[-2] != box:
         raise InputError(
             f"ml2d.references = {path}: references are {refs.shape[-1]}×{refs.shape[-2]} px but "
@@ -96,7 +88,7 @@ def count_references(path) -> int:
     """Number of user references in an MRC stack or a STAR of images (read at start-up to
     name the per-class outputs)."""
     if str(path).endswith(".star"):
-        return len(next(iter(star.read_blocks(path).values())))
+        return len(star.main_table(star.read_blocks(path)))
     return mrc.header_info(path)["shape"][0]
 
 
@@ -128,7 +120,7 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
 
 def _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs) -> None:
     """MLF2D start: one pass over the particles for the CTF-corrected global average and the
-    initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.init`)."""
+    initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.initial`)."""
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
         if ml2d_cfg["ctf_correction"]:  # resolved once: the value and where it came from

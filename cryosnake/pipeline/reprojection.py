@@ -18,16 +18,14 @@ are compared at the grid where their angles were assigned. Writes:
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 
 from cryosnake import plots
 from cryosnake.io import mrc, star
+from cryosnake.io.jsonfile import read_json
 from cryosnake.significant.reprojection import best_rows, masked_ncc, reproject
-from cryosnake.significant.volume_ops import fourier_resize
+from cryosnake.volume3d.volume_ops import fourier_resize
 
 __all__ = ["reprojection_table", "reprojection_job"]
 
@@ -74,7 +72,7 @@ def reprojection_table(volume, averages, angles: pd.DataFrame, names, sampling_A
 def reprojection_job(volume_mrc, angles_star, averages_mrcs, info_json, out_star, out_stack,
                      out_png, backend="cpu") -> pd.DataFrame:
     """Reprojection check of the final outputs of Reconstruct Significant (module docstring)."""
-    info = json.loads(Path(info_json).read_text())
+    info = read_json(info_json)
     averages = mrc.read_stack(averages_mrcs)
     n = int(info["box"])
     volume = mrc.read(volume_mrc)

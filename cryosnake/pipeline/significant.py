@@ -12,7 +12,6 @@ Files (``{outdir}/significant``):
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +20,8 @@ import pandas as pd
 from cryosnake.atomic import write_json
 from cryosnake.errors import InputError
 from cryosnake.io import mrc, star
-from cryosnake.io.particles import read_image_names, resolve_stack
+from cryosnake.io.jsonfile import read_json
+from cryosnake.io.particles import read_image_stack, resolve_stack
 from cryosnake.significant.iteration import (
     SignificantSettings,
     finalize_volume,
@@ -83,12 +83,11 @@ def read_averages(source, classes_star=None, sampling=None, classes="all"):
     source = Path(source)
     dropped = []
     if classes_star is not None:  # this run's ML2D classes
-        images = mrc.read_stack(source)
+        images, names, _ = read_image_stack(source, "significant.input")
         table = star.read_blocks(classes_star)["classes"]
         counts = table["cryosnakeParticleCount"].to_numpy()
         empty = np.abs(images).reshape(len(images), -1).max(axis=1) == 0
         keep, dropped = select_classes(counts, empty, classes)
-        names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
         sampling = mrc.header_info(source)["sampling"]
         images, names = images[keep], [n for n, k in zip(names, keep, strict=True) if k]
         print(f"ML2D classes: {int(keep.sum())} of {len(keep)} go to Reconstruct Significant "
@@ -96,14 +95,8 @@ def read_averages(source, classes_star=None, sampling=None, classes="all"):
         for number, n, why in dropped:
             print(f"  class {number} ({n} particles) left out: {why}")
     elif source.suffix == ".star":
-        blocks = star.read_blocks(source)
-        table = blocks.get("particles", next(iter(blocks.values())))
-        col = next((c for c in ("rlnReferenceImage", "rlnImageName") if c in table), None)
-        if col is None:
-            raise InputError(f"significant.input = {source}: no rlnImageName or "
-                             "rlnReferenceImage column.")
-        names = list(table[col])
-        images = read_image_names(names, source.parent, source)
+        images, names, blocks = read_image_stack(source, "significant.input")
+        table = star.main_table(blocks)
         optics = blocks.get("optics")
         if optics is not None and "rlnImagePixelSize" in optics:
             sampling = sampling or float(optics["rlnImagePixelSize"].iloc[0])
@@ -113,8 +106,7 @@ def read_averages(source, classes_star=None, sampling=None, classes="all"):
             first = star.split_image_names(names[:1])[1][0]
             sampling = mrc.header_info(resolve_stack(first, source.parent, source))["sampling"]
     else:
-        images = mrc.read_stack(source)
-        names = [f"{k + 1:06d}@{source}" for k in range(len(images))]
+        images, names, _ = read_image_stack(source, "significant.input")
         sampling = sampling or mrc.header_info(source)["sampling"]
     if not sampling or sampling <= 0:
         raise InputError(f"significant.input = {source}: no pixel size; set `sampling:` (Å/px).")
@@ -152,7 +144,7 @@ def prepare_job(source, classes_star, sig_cfg: dict, sampling, out_stack, out_in
 
 
 def _info(path) -> dict:
-    return json.loads(Path(path).read_text())
+    return read_json(path)
 
 
 def start_job(averages, info_json, sig_cfg: dict, reference, backend: str, out_volume) -> None:

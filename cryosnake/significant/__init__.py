@@ -5,17 +5,16 @@ significant (per-image and per-direction CDFs of the correlation, IMED, Fisher p
 and the volume is rebuilt by weighted direct Fourier inversion; the significance tightens over
 the iterations. Modules, one per concept:
 
-* ``geometry``  - Euler angles (RELION ZYZ) and projection directions
-* ``symmetry``  - Xmipp point groups (c1 ... i4), completion from generators
 * ``sampling``  - gallery directions of one asymmetric unit, angular neighbourhoods
-* ``projector`` - Fourier central-slice projection (Cartesian and polar rings)
 * ``align``     - batched image-to-gallery alignment: cc, psi, origin, IMED
 * ``weights``   - alpha schedule, CDFs, Fisher, neighbourhood, strict rule, weights
-* ``reconstruct`` - weighted direct Fourier reconstruction with symmetry expansion
-* ``volume_ops`` - centring, mask, low-pass, Fourier resampling
 * ``initial``   - random or reference start
-* ``fsc``       - FSC and alignment of a result to a known phantom
+* ``reprojection`` - reprojections of the final volume at the assigned angles
 * ``iteration`` - ``SignificantSettings`` and ``run_iteration`` (what the workflow calls)
+
+The general 3D tools it builds on (point-group symmetry, the central-slice projector, direct
+Fourier reconstruction, volume operations, FSC) are in :mod:`cryosnake.volume3d`; Euler angles
+and projection directions in :mod:`cryosnake.geometry`.
 """
 
 from .iteration import (

@@ -50,8 +50,7 @@ import numpy as np
 import scipy.fft
 
 from cryosnake.kernels import get_backend
-
-from .projector import VolumeFT, fft_workers, project, project_polar
+from cryosnake.volume3d.projector import VolumeFT, fft_workers, project, project_polar
 
 __all__ = [
     "PolarGrid",
@@ -226,7 +225,7 @@ def align_to_gallery(images, vft: VolumeFT, rot, tilt, grid: PolarGrid | None = 
     """Align every image to every gallery direction ``(rot, tilt, psi = 0)`` of ``vft``.
 
     ``images``: ``[n_img, N, N]``; ``vft``: the prepared volume
-    (:func:`cryosnake.significant.projector.prepare_volume`); ``rot, tilt``: gallery
+    (:func:`cryosnake.volume3d.projector.prepare_volume`); ``rot, tilt``: gallery
     directions (degrees). ``max_shift`` in pixels (-1 = free). ``block`` images are searched
     together (default: as many as fit in about 256 MB of correlation coefficients). Returns an
     :class:`AlignmentResult`.

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .reconstruct import reconstruct
-from .volume_ops import fourier_resize, raised_cosine_lowpass, spherical_mask
+from cryosnake.volume3d.reconstruct import reconstruct
+from cryosnake.volume3d.volume_ops import fourier_resize, raised_cosine_lowpass, spherical_mask
 
 __all__ = [
     "random_orientations",

@@ -25,19 +25,20 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .align import align_to_gallery
-from .initial import random_initial_volume, reference_initial_volume
-from .projector import prepare_volume
-from .reconstruct import reconstruct
-from .sampling import angular_neighbours, gallery_directions
-from .symmetry import parse_symmetry
-from .volume_ops import (
+from cryosnake.volume3d.projector import prepare_volume
+from cryosnake.volume3d.reconstruct import reconstruct
+from cryosnake.volume3d.symmetry import parse_symmetry
+from cryosnake.volume3d.volume_ops import (
     centre_volume,
     fourier_resize,
     raised_cosine_lowpass,
     spherical_mask,
     working_grid,
 )
+
+from .align import align_to_gallery
+from .initial import random_initial_volume, reference_initial_volume
+from .sampling import angular_neighbours, gallery_directions
 from .weights import check_alpha_symmetry, significance_level, significant_weights
 
 __all__ = [

@@ -27,7 +27,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
-from .projector import fft_workers, prepare_volume, project
+from cryosnake.volume3d.projector import fft_workers, prepare_volume, project
 
 __all__ = [
     "best_rows",

@@ -11,7 +11,7 @@ the tilt band, ``n`` itself is the one closest to ``q``. This is a fundamental d
 Dirichlet cell of ``q`` clipped to the band), so each symmetry orbit that meets the band is
 represented once and a full-band gallery holds ``|G+|`` times fewer directions. For ``cN`` the
 cell is the wedge ``0 <= rot < 360/N``. Improper elements are not used (see
-:mod:`cryosnake.significant.symmetry`).
+:mod:`cryosnake.volume3d.symmetry`).
 
 Directions carry ``psi = 0``; in-plane rotation is left to the 2D alignment.
 """
@@ -23,11 +23,10 @@ from functools import lru_cache
 import numpy as np
 from scipy.spatial import cKDTree
 
-from .geometry import angles_from_direction, direction_from_angles
-from .symmetry import parse_symmetry, proper_rotations
+from cryosnake.geometry import angles_from_direction, direction_from_angles, fibonacci_sphere
+from cryosnake.volume3d.symmetry import parse_symmetry, proper_rotations
 
 __all__ = [
-    "fibonacci_sphere",
     "n_directions_full_sphere",
     "gallery_directions",
     "angular_neighbours",
@@ -41,15 +40,6 @@ def n_directions_full_sphere(angular_sampling_deg: float) -> int:
     if step <= 0:
         raise ValueError(f"angular_sampling must be > 0 degrees, got {angular_sampling_deg}")
     return max(1, int(round(4.0 * np.pi / step ** 2)))
-
-
-def fibonacci_sphere(n: int) -> np.ndarray:
-    """``n`` near-uniform unit vectors ``(x, y, z)`` (golden-angle spiral), shape ``(n, 3)``."""
-    j = np.arange(n, dtype=np.float64)
-    z = 1.0 - (2.0 * j + 1.0) / n
-    phi = j * np.pi * (3.0 - np.sqrt(5.0))
-    s = np.sqrt(np.clip(1.0 - z * z, 0.0, None))
-    return np.stack([s * np.cos(phi), s * np.sin(phi), z], axis=1)
 
 
 def _reference_direction(symmetry: str, tilt_min: float, tilt_max: float,

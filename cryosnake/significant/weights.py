@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .symmetry import group_order
+from cryosnake.volume3d.symmetry import group_order
 
 __all__ = [
     "alpha_percent",

@@ -40,7 +40,7 @@ from cryosnake.ctf import CTFParams, apply_ctf  # noqa: E402
 from cryosnake.kernels import get_backend  # noqa: E402
 from cryosnake.kernels.cpu import fft_workers  # noqa: E402
 from cryosnake.ml2d import ML2DSettings, ParticleState, estep, mstep  # noqa: E402
-from cryosnake.ml2d.init import initial_model_from_average, random_group_labels  # noqa: E402
+from cryosnake.ml2d.initial import initial_model_from_average, random_group_labels  # noqa: E402
 
 
 def load_backend(name):

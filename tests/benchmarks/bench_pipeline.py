@@ -9,7 +9,7 @@ its own and reports:
 * the class sizes: largest class share, classes of 5 particles or fewer, and how many averages
   Reconstruct Significant took;
 * the initial volume's FSC-0.5 resolution (Å) against the true map, after aligning it
-  (rotation, shift, hand: :func:`cryosnake.significant.fsc.align_volume`);
+  (rotation, shift, hand: :func:`cryosnake.volume3d.fsc.align_volume`);
 * the same for ``relion_reconstruct --ctf`` with the true poses (the best any pipeline can do
   with these particles);
 * wall time.
@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_quality2d import simulate  # noqa: E402
 
 from cryosnake.io import mrc, star  # noqa: E402
-from cryosnake.significant.fsc import align_volume, resolution_period  # noqa: E402
+from cryosnake.volume3d.fsc import align_volume, resolution_period  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -86,7 +86,7 @@ def resolution_A(volume: np.ndarray, truth: np.ndarray, sampling: float) -> floa
     """FSC-0.5 resolution (Å) of ``volume`` against ``truth`` after alignment (the volume is
     resampled to the truth's box first when they differ)."""
     if volume.shape != truth.shape:
-        from cryosnake.significant.volume_ops import fourier_resize
+        from cryosnake.volume3d.volume_ops import fourier_resize
 
         volume = fourier_resize(volume, truth.shape[0])
     aligned, _ = align_volume(volume, truth)

@@ -32,7 +32,7 @@ from significant_phantom import gaussian_phantom, simulated_averages  # noqa: E4
 
 from cryosnake.kernels import get_backend  # noqa: E402
 from cryosnake.significant import SignificantSettings, initial_volume, run_iteration  # noqa: E402
-from cryosnake.significant.fsc import align_volume, resolution_period  # noqa: E402
+from cryosnake.volume3d.fsc import align_volume, resolution_period  # noqa: E402
 
 
 def main(argv=None) -> int:

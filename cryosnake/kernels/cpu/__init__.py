@@ -10,6 +10,9 @@ Each submodule owns one family of kernels and lists them in its ``__all__``:
 * ``linalg`` - dense (batched) matrix products (Significant's ring correlations, MLF2D's
   per-class products)
 
+``dft`` (the pruned mixed-radix DFT passes) and ``fastexp`` (a vectorisable ``exp``) are numba
+building blocks inlined into the ``ml2d`` kernels; they export no kernels.
+
 Reproducibility: no kernel is compiled with fast-math. With fast-math flags (contraction into
 fused multiply-adds, reassociation) numba's cached object code and the code it compiles
 afresh differ in the last bits, so a run with a cold cache gave other numbers than the same

@@ -21,7 +21,6 @@ images x rows and cached on disk.
 from __future__ import annotations
 
 import functools
-import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 
@@ -32,6 +31,9 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 import scipy.fft  # noqa: E402
 from numba import njit, prange  # noqa: E402
+
+from .. import interp  # noqa: E402
+from ..host import bspline3_denominator, spectrum_permutation_table  # noqa: E402
 
 __all__ = [
     "fft_workers",
@@ -117,12 +119,6 @@ def irfft2(spectra: np.ndarray, n: int, workers: int | None = None) -> np.ndarra
     return out.reshape(*spectra.shape[:-2], n, n)
 
 
-def _bspline3_denominator(n: int) -> np.ndarray:
-    """DFT of the sampled cubic B-spline ``[1/6, 4/6, 1/6]`` (periodic), length ``n``."""
-    k = np.arange(n)
-    return (4.0 + 2.0 * np.cos(2.0 * np.pi * k / n)) / 6.0
-
-
 def bspline3_coefficients(images: np.ndarray, workers: int | None = None) -> np.ndarray:
     """Periodic cubic B-spline coefficients of ``images`` (``[..., N, N]``), float64.
 
@@ -131,32 +127,14 @@ def bspline3_coefficients(images: np.ndarray, workers: int | None = None) -> np.
     """
     images = np.asarray(images, dtype=np.float64)
     n = images.shape[-1]
-    by = _bspline3_denominator(n)
-    bx = _bspline3_denominator(n)[: n // 2 + 1]
+    by = bspline3_denominator(n)
+    bx = bspline3_denominator(n)[: n // 2 + 1]
     spec = rfft2(images, workers) / (by[:, None] * bx[None, :])
     return irfft2(spec, n, workers)
 
 
-@njit(inline="always", cache=True)
-def _source_point(ca, sa, x, y, centre):  # pragma: no cover - numba
-    """Pixel ``(x, y)`` (centred) rotated by ``(ca, sa)``: the cell ``(ix, iy)`` holding the
-    source point and the fractions ``(fx, fy)`` inside it."""
-    xs = ca * x - sa * y + centre
-    ys = sa * x + ca * y + centre
-    ix = math.floor(xs)
-    iy = math.floor(ys)
-    return ix, iy, xs - ix, ys - iy
-
-
-@njit(inline="always", cache=True)
-def _bspline3_weights(f):  # pragma: no cover - numba
-    """Cubic B-spline weights of the 4 samples around fraction ``f`` (offsets -1, 0, 1, 2)."""
-    return (
-        (1.0 - f) ** 3 / 6.0,
-        (4.0 - 6.0 * f * f + 3.0 * f**3) / 6.0,
-        (1.0 + 3.0 * f + 3.0 * f * f - 3.0 * f**3) / 6.0,
-        f**3 / 6.0,
-    )
+_source_point = njit(inline="always", cache=True)(interp.source_point)
+_bspline3_weights = njit(inline="always", cache=True)(interp.bspline3_weights)
 
 
 @njit(parallel=True, cache=True)
@@ -279,32 +257,6 @@ def permute_images(images: np.ndarray, matrices: np.ndarray) -> np.ndarray:
     return out
 
 
-@functools.lru_cache(maxsize=32)
-def _spectrum_permutation_table(n: int, mats_key: bytes):
-    """Gather tables of :func:`permute_spectra`: flat source index, conjugation flag and phase
-    ``[F, N*(N//2+1)]`` each."""
-    mats = np.frombuffer(mats_key, dtype=np.int64).reshape(-1, 2, 2)
-    h = n // 2 + 1
-    c = n // 2
-    ky, kx = np.mgrid[0:n, 0:h]
-    src = np.empty((len(mats), n * h), np.int64)
-    conj = np.empty((len(mats), n * h), np.bool_)
-    phase = np.empty((len(mats), n * h), np.complex128)
-    for f, m in enumerate(mats):
-        # Z(i) = X(c + M (i - c))  =>  Z^(k) = e^{-2 pi i k.d / N} X^(M k), d = c - M^T c
-        mx = (m[0, 0] * kx + m[0, 1] * ky) % n
-        my = (m[1, 0] * kx + m[1, 1] * ky) % n
-        flip = mx >= h  # outside the half plane: X^(m) = conj(X^(-m))
-        sx = np.where(flip, (-mx) % n, mx)
-        sy = np.where(flip, (-my) % n, my)
-        dx = c - (m[0, 0] * c + m[1, 0] * c)
-        dy = c - (m[0, 1] * c + m[1, 1] * c)
-        src[f] = (sy * h + sx).ravel()
-        conj[f] = flip.ravel()
-        phase[f] = np.exp(-2j * np.pi * ((kx * dx + ky * dy) % n) / n).ravel()
-    return src, conj, phase
-
-
 @njit(parallel=True, cache=True)
 def _permute_spectra(spec, src, conj, phase, out):  # pragma: no cover - numba
     # spec: [n, P] complex; src, conj, phase: [F, P]; out: [n, F, P]
@@ -336,7 +288,7 @@ def permute_spectra(spectra: np.ndarray, matrices: np.ndarray, n: int) -> np.nda
     m, h = spectra.shape[0], n // 2 + 1
     if spectra.shape[1:] != (n, h):
         raise ValueError(f"spectra are {spectra.shape[1:]}, expected {(n, h)} for N = {n}")
-    src, conj, phase = _spectrum_permutation_table(n, mats.tobytes())
+    src, conj, phase = spectrum_permutation_table(n, mats.tobytes())
     out = np.empty((m, len(mats), n, h), dtype=spectra.dtype)
     _permute_spectra(
         spectra.reshape(m, n * h),

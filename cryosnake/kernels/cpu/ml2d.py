@@ -15,15 +15,13 @@ FFT per image) and :func:`ml2d_reference_operands` feed :func:`ml2d_block_correl
 (product and window-pruned inverse DFT fused per block); :func:`ml2d_block_posteriors` gives
 the compact posteriors; :func:`ml2d_accumulate_direct` (few weights) or
 :func:`ml2d_accumulate_windows` (its adjoint, pruned forward DFT of the weight window) build
-``S_kj``; :func:`ml2d_shifted_projections` serves the fast-mode pre-selection (§1.12). The
-two-step :func:`ml2d_block_products` + :func:`ml2d_correlation_windows`,
-:func:`ml2d_block_weights`, :func:`ml2d_embed_windows` and :func:`ml2d_accumulate_spectra` are
-the earlier, slower equivalents (kept for other callers and as test references).
+``S_kj``; :func:`ml2d_shifted_projections` serves the fast-mode pre-selection (§1.12).
 
-The pruned transforms are hand-written mixed-radix DFT passes (:func:`_dft_passes`) that run
-over many "lanes" (columns) at once, so that numba/LLVM vectorises them; several blocks sit
-side by side in the lanes. No ``scipy.fft`` thread pool runs inside these kernels: one numba
-thread pool does all the work (no oversubscription).
+The pruned transforms are the hand-written mixed-radix DFT passes of :mod:`.dft`, run over many
+"lanes" (columns) at once so that numba/LLVM vectorises them; several blocks sit side by side
+in the lanes. The posteriors use the vectorisable exponential of :mod:`.fastexp`. No
+``scipy.fft`` thread pool runs inside these kernels: one numba thread pool does all the work
+(no oversubscription).
 """
 
 from __future__ import annotations
@@ -32,65 +30,27 @@ import functools
 import math
 
 import numpy as np
-import scipy.fft
-from llvmlite import ir
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import njit, prange
 
-from .image import _spectrum_permutation_table, irfft2, parallel_batches, rfft2
+from ..host import sort_by_key, spectrum_permutation_table
+from .dft import inverse_dft_passes, inverse_dft_tables
+from .fastexp import fast_exp
+from .image import irfft2, rfft2
 
 __all__ = [
-    "ml2d_block_products",
     "ml2d_window_phase",
-    "ml2d_correlation_windows",
     "ml2d_image_operands",
     "ml2d_permuted_operands",
     "ml2d_reference_operands",
     "ml2d_block_correlations",
     "ml2d_projection_operands",
     "ml2d_shifted_projections",
-    "ml2d_block_weights",
     "ml2d_block_posteriors",
     "ml2d_accumulate_direct",
     "ml2d_window_accumulator",
     "ml2d_accumulate_windows",
     "ml2d_window_sums",
-    "ml2d_embed_windows",
-    "ml2d_accumulate_spectra",
 ]
-
-
-@njit(parallel=True, cache=True)
-def _block_products(xhat, bhat_conj, blk_x, blk_b, out):  # pragma: no cover - numba
-    nb = blk_x.shape[0]
-    ny = xhat.shape[1]
-    nx = xhat.shape[2]
-    for t in prange(nb):
-        xa = xhat[blk_x[t]]
-        ba = bhat_conj[blk_b[t]]
-        for r in range(ny):
-            for c in range(nx):
-                out[t, r, c] = xa[r, c] * ba[r, c]
-
-
-def ml2d_block_products(
-    xhat: np.ndarray, bhat_conj: np.ndarray, blk_x: np.ndarray, blk_b: np.ndarray
-) -> np.ndarray:
-    """``out[t] = xhat[blk_x[t]] * bhat_conj[blk_b[t]]`` (gather and multiply in one pass).
-
-    ``xhat``: ``[nX, N, N//2+1]`` spectra of the flipped images ``G_f X``; ``bhat_conj``:
-    ``[nB, N, N//2+1]`` conjugated spectra of the rotated references ``B_kj`` (spec §1.7).
-    The inverse FFT of a product is the cyclic correlation ``c_kjf(s)`` of §1.6.
-    """
-    out = np.empty((blk_x.shape[0], *xhat.shape[1:]), dtype=xhat.dtype)
-    _block_products(
-        xhat,
-        bhat_conj,
-        np.ascontiguousarray(blk_x, np.int64),
-        np.ascontiguousarray(blk_b, np.int64),
-        out,
-    )
-    return out
 
 
 def ml2d_window_phase(n: int, half_width: int) -> np.ndarray:
@@ -105,35 +65,6 @@ def ml2d_window_phase(n: int, half_width: int) -> np.ndarray:
     return np.exp(-2j * np.pi * (ky[:, None] + kx[None, :]) * half_width / n)
 
 
-def ml2d_correlation_windows(
-    products: np.ndarray,
-    n: int,
-    half_width: int,
-    out: np.ndarray | None = None,
-    workers: int | None = None,
-) -> np.ndarray:
-    """Inverse real FFT of window-phased ``products`` ``[m, N, N//2+1]``, window only.
-
-    ``products`` must carry :func:`ml2d_window_phase`; returns ``c[m, W, W]`` with
-    ``c[t, a, b] = c_t(sx = b - w, sy = a - w)`` (spec §1.6, trap 6). The 2D inverse is split:
-    complex inverse along y for the half-plane columns, then the real inverse along x for the
-    ``W`` window rows only; batches run on ``workers`` threads. ``out`` (optional) receives the
-    result (any real dtype).
-    """
-    W = 2 * half_width + 1
-    m = products.shape[0]
-    if out is None:
-        rtype = np.float32 if products.dtype == np.complex64 else np.float64
-        out = np.empty((m, W, W), dtype=rtype)
-
-    def part(a, b):
-        rows = scipy.fft.ifft(products[a:b], axis=-2)[:, :W, :]
-        out[a:b] = scipy.fft.irfft(rows, n=n, axis=-1)[:, :, :W]
-
-    parallel_batches(part, m, workers, min_items=32)
-    return out
-
-
 # --- fused correlation windows (spec §1.7): product + pruned 2D inverse real DFT -------------
 
 _LANE_PAD = 8  # lane count of the second-pass scratch is padded to a multiple of this
@@ -143,63 +74,13 @@ _GROUPS_PER_TASK = 4  # groups per parallel task of _correlate_blocks (scratch i
 _KEY_CHUNKS = 32  # parallel tasks of _accumulate_windows (runs of key-sorted blocks)
 
 
-def _radices(n: int) -> list[int]:
-    """Radices of the passes of a length-``n`` DFT: 4s, at most one 2, then odd primes."""
-    out = []
-    while n % 4 == 0:
-        out.append(4)
-        n //= 4
-    if n % 2 == 0:
-        out.append(2)
-        n //= 2
-    p = 3
-    while n > 1:
-        while n % p == 0:
-            out.append(p)
-            n //= p
-        p += 2
-    return out
-
-
-@functools.lru_cache(maxsize=64)
-def _dft_tables(n: int):
-    """Tables of an in-place decimation-in-time inverse DFT of length ``n`` (unnormalised).
-
-    Returns ``(perm, stages, twiddles)``: input element ``k`` is stored in row ``perm[k]``;
-    pass ``s`` (``stages[s] = (p, L, tw_off, root_off)``) combines ``p`` transforms of length
-    ``L`` into one of length ``L p`` with the twiddles ``e^{+2 pi i j r / (L p)}`` at
-    ``tw_off + j p + r`` (``j < L``, ``r < p``) and the roots ``e^{+2 pi i q r / p}`` at
-    ``root_off + q p + r`` (used by radices other than 2 and 4).
-    """
-    facs = _radices(n)
-    perm = np.zeros(n, np.int64)
-    for k in range(n):
-        pos, rem, length = 0, k, n
-        for p in reversed(facs):  # the last pass splits the input first
-            length //= p
-            pos += (rem % p) * length
-            rem //= p
-        perm[k] = pos
-    stages, tw, off, length = [], [], 0, 1
-    for p in facs:
-        j = np.arange(length)[:, None]
-        r = np.arange(p)[None, :]
-        tw.append(np.exp(2j * np.pi * j * r / (length * p)).ravel())
-        tw.append(np.exp(2j * np.pi * ((r.T * r) % p) / p).ravel())
-        stages.append((p, length, off, off + length * p))
-        off += length * p + p * p
-        length *= p
-    tw = np.concatenate(tw) if tw else np.zeros(0, complex)
-    return perm, np.array(stages, np.int64).reshape(-1, 4), tw
-
-
 @functools.lru_cache(maxsize=64)
 def _correlation_plan(n: int, half_width: int, dtype) -> tuple:
     """Arguments of :func:`_correlate_blocks` that depend only on ``(N, w, dtype)``."""
     W = 2 * half_width + 1
-    perm1, st1, tw1 = _dft_tables(n)
+    perm1, st1, tw1 = inverse_dft_tables(n)
     if n % 2 == 0:  # second axis: half-length complex DFT (even and odd outputs packed)
-        perm2, st2, tw2 = _dft_tables(n // 2)
+        perm2, st2, tw2 = inverse_dft_tables(n // 2)
         extra = np.exp(2j * np.pi * np.arange(n // 2) / n)
     else:  # second axis: direct real DFT, Hermitian weights 1, 2, 2, ...
         perm2, st2, tw2 = np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, complex)
@@ -208,115 +89,6 @@ def _correlation_plan(n: int, half_width: int, dtype) -> tuple:
         extra = (np.where(k == 0, 1.0, 2.0) * np.exp(2j * np.pi * k * sy / n)).ravel()
     out = [perm1, st1, tw1.real, tw1.imag, perm2, st2, tw2.real, tw2.imag, extra.real, extra.imag]
     return tuple(np.ascontiguousarray(a, a.dtype if a.dtype == np.int64 else dtype) for a in out)
-
-
-@njit(inline="always", cache=True)
-def _dft_passes(ar, ai, n, lanes, stages, twr, twi, need_out, tr, ti):  # pragma: no cover
-    """In-place inverse DFT along axis 0 of ``ar + i ai`` (``[n, >= lanes]``, input in the
-    digit-reversed order of :func:`_dft_tables`), vectorised over the ``lanes`` columns; only
-    output rows ``< need_out`` are guaranteed (pruned). ``tr``/``ti``: ``[p, >= lanes]`` scratch."""
-    for s in range(stages.shape[0]):
-        p = stages[s, 0]
-        L = stages[s, 1]
-        to = stages[s, 2]
-        ro = stages[s, 3]
-        need = min(L * p, need_out)
-        for start in range(0, n, L * p):
-            for j in range(min(L, need)):
-                t = to + j * p
-                if p == 4:
-                    i0 = start + j
-                    i1 = i0 + L
-                    i2 = i1 + L
-                    i3 = i2 + L
-                    w1r = twr[t + 1]
-                    w1i = twi[t + 1]
-                    w2r = twr[t + 2]
-                    w2i = twi[t + 2]
-                    w3r = twr[t + 3]
-                    w3i = twi[t + 3]
-                    if j + 2 * L < need:
-                        for c in range(lanes):
-                            y0r = ar[i0, c]
-                            y0i = ai[i0, c]
-                            y1r = w1r * ar[i1, c] - w1i * ai[i1, c]
-                            y1i = w1r * ai[i1, c] + w1i * ar[i1, c]
-                            y2r = w2r * ar[i2, c] - w2i * ai[i2, c]
-                            y2i = w2r * ai[i2, c] + w2i * ar[i2, c]
-                            y3r = w3r * ar[i3, c] - w3i * ai[i3, c]
-                            y3i = w3r * ai[i3, c] + w3i * ar[i3, c]
-                            s02r = y0r + y2r
-                            s02i = y0i + y2i
-                            d02r = y0r - y2r
-                            d02i = y0i - y2i
-                            s13r = y1r + y3r
-                            s13i = y1i + y3i
-                            d13r = y1r - y3r
-                            d13i = y1i - y3i
-                            ar[i0, c] = s02r + s13r
-                            ai[i0, c] = s02i + s13i
-                            ar[i1, c] = d02r - d13i
-                            ai[i1, c] = d02i + d13r
-                            ar[i2, c] = s02r - s13r
-                            ai[i2, c] = s02i - s13i
-                            ar[i3, c] = d02r + d13i
-                            ai[i3, c] = d02i - d13r
-                    else:  # outputs q = 0, 1 only
-                        for c in range(lanes):
-                            y0r = ar[i0, c]
-                            y0i = ai[i0, c]
-                            y1r = w1r * ar[i1, c] - w1i * ai[i1, c]
-                            y1i = w1r * ai[i1, c] + w1i * ar[i1, c]
-                            y2r = w2r * ar[i2, c] - w2i * ai[i2, c]
-                            y2i = w2r * ai[i2, c] + w2i * ar[i2, c]
-                            y3r = w3r * ar[i3, c] - w3i * ai[i3, c]
-                            y3i = w3r * ai[i3, c] + w3i * ar[i3, c]
-                            d02r = y0r - y2r
-                            d02i = y0i - y2i
-                            d13r = y1r - y3r
-                            d13i = y1i - y3i
-                            ar[i0, c] = y0r + y2r + y1r + y3r
-                            ai[i0, c] = y0i + y2i + y1i + y3i
-                            ar[i1, c] = d02r - d13i
-                            ai[i1, c] = d02i + d13r
-                elif p == 2:
-                    a = start + j
-                    b = a + L
-                    wr = twr[t + 1]
-                    wi = twi[t + 1]
-                    if j + L < need:
-                        for c in range(lanes):
-                            ur = wr * ar[b, c] - wi * ai[b, c]
-                            ui = wr * ai[b, c] + wi * ar[b, c]
-                            ar[b, c] = ar[a, c] - ur
-                            ai[b, c] = ai[a, c] - ui
-                            ar[a, c] = ar[a, c] + ur
-                            ai[a, c] = ai[a, c] + ui
-                    else:
-                        for c in range(lanes):
-                            ar[a, c] = ar[a, c] + wr * ar[b, c] - wi * ai[b, c]
-                            ai[a, c] = ai[a, c] + wr * ai[b, c] + wi * ar[b, c]
-                else:  # generic radix: twiddled inputs, then a direct p-point DFT
-                    for r in range(p):
-                        idx = start + j + r * L
-                        wr = twr[t + r]
-                        wi = twi[t + r]
-                        for c in range(lanes):
-                            tr[r, c] = wr * ar[idx, c] - wi * ai[idx, c]
-                            ti[r, c] = wr * ai[idx, c] + wi * ar[idx, c]
-                    for q in range(p):
-                        if j + q * L >= need:
-                            break
-                        idx = start + j + q * L
-                        for c in range(lanes):
-                            ar[idx, c] = tr[0, c]
-                            ai[idx, c] = ti[0, c]
-                        for r in range(1, p):
-                            cr = twr[ro + q * p + r]
-                            ci = twi[ro + q * p + r]
-                            for c in range(lanes):
-                                ar[idx, c] += cr * tr[r, c] - ci * ti[r, c]
-                                ai[idx, c] += cr * ti[r, c] + ci * tr[r, c]
 
 
 @njit(parallel=True, cache=True)
@@ -369,7 +141,7 @@ def _correlate_blocks(
                         ar[q, lo] -= r[0, k, hv] * x[1, k, hv] + r[1, k, hv] * x[0, k, hv]
                         ai[q, lo] += r[0, k, hv] * x[0, k, hv] - r[1, k, hv] * x[1, k, hv]
             # 2. inverse DFT along the full (x) axis, output rows (x shifts) < W only
-            _dft_passes(ar, ai, n, bg * l1, st1, tw1r, tw1i, W, tr, ti)
+            inverse_dft_passes(ar, ai, n, bg * l1, st1, tw1r, tw1i, W, tr, ti)
             # 3. transpose: tt[k, t W + s] = T_t[s, k] (lanes = x shifts of all blocks)
             lanes = bg * W
             for t in range(bg):
@@ -395,7 +167,7 @@ def _correlate_blocks(
                         di = tti[k, s] + tti[km, s]
                         zr[q, s] = ttr[k, s] + ttr[km, s] - (dr * ei + di * er)
                         zi[q, s] = tti[k, s] - tti[km, s] + (dr * er - di * ei)
-                _dft_passes(zr, zi, hv, lanes, st2, tw2r, tw2i, M, tr, ti)
+                inverse_dft_passes(zr, zi, hv, lanes, st2, tw2r, tw2i, M, tr, ti)
                 for t in range(bg):
                     o = out[b0 + t]
                     for m in range(M):
@@ -469,7 +241,7 @@ def ml2d_permuted_operands(spectra: np.ndarray, matrices: np.ndarray, n: int) ->
     m, h = spectra.shape[0], n // 2 + 1
     if spectra.shape[1:] != (n, h):
         raise ValueError(f"spectra are {spectra.shape[1:]}, expected {(n, h)} for N = {n}")
-    src, conj, phase = _spectrum_permutation_table(n, np.ascontiguousarray(mats).tobytes())
+    src, conj, phase = spectrum_permutation_table(n, np.ascontiguousarray(mats).tobytes())
     rtype = np.float32 if spectra.dtype == np.complex64 else np.float64
     out = np.empty((m * len(mats), 2, n, h), dtype=rtype)
     _permuted_operands(
@@ -509,7 +281,7 @@ def ml2d_block_correlations(
 ) -> np.ndarray:
     """Correlation windows ``c[t, a, b] = sum_p B(p) Y(p + s)`` of every block, fused.
 
-    Same result as :func:`ml2d_correlation_windows` of :func:`ml2d_block_products` (spec §1.6,
+    The inverse FFT of the spectral products ``conj(B^) Y^``, window only (spec §1.6,
     §1.7, trap 6: ``sy = a - w``, ``sx = b - w``), for ``Y = images[blk_x[t]]`` and
     ``B = references[blk_b[t]]`` given as :func:`ml2d_image_operands` and
     :func:`ml2d_reference_operands` (same dtype). Per block, in one pass over cache-resident
@@ -551,9 +323,9 @@ def ml2d_block_correlations(
 def _accumulation_plan(n: int, half_width: int, dtype) -> tuple:
     """Arguments of :func:`_accumulate_windows` that depend only on ``(N, w, dtype)``."""
     W = 2 * half_width + 1
-    perm1, st1, tw1 = _dft_tables(n)
+    perm1, st1, tw1 = inverse_dft_tables(n)
     if n % 2 == 0:  # first axis: half-length complex DFT, post-twiddles e^{-2 pi i v / N}
-        perm2, st2, tw2 = _dft_tables(n // 2)
+        perm2, st2, tw2 = inverse_dft_tables(n // 2)
         extra = np.exp(-2j * np.pi * np.arange(n // 2) / n)
     else:  # first axis: direct real DFT e^{-2 pi i v a / N}, [h, W]
         perm2, st2, tw2 = np.zeros(0, np.int64), np.zeros((0, 4), np.int64), np.zeros(0, complex)
@@ -642,7 +414,7 @@ def _accumulate_windows(
                     for s in range(lanes):
                         zr[q, s] = 0.0
                         zi[q, s] = 0.0
-                _dft_passes(zr, zi, hv, lanes, st2, tw2r, tw2i, hv, tr, ti)  # conj(Z)
+                inverse_dft_passes(zr, zi, hv, lanes, st2, tw2r, tw2i, hv, tr, ti)  # conj(Z)
                 for s in range(lanes):
                     ttr[0, s] = zr[0, s] - zi[0, s]  # R[0]
                     tti[0, s] = zr[0, s] + zi[0, s]  # R[N/2]
@@ -685,7 +457,7 @@ def _accumulate_windows(
                     ar[q, c] = 0.0
                     ai[q, c] = 0.0
             # C. DFT along the window columns b (x): (ar, ai) = conj(G^)[u, v], all N rows u
-            _dft_passes(ar, ai, n, bg * l1, st1, tw1r, tw1i, n, tr, ti)
+            inverse_dft_passes(ar, ai, n, bg * l1, st1, tw1r, tw1i, n, tr, ti)
             # D. acc += scale conj(G^) Y^: summed per key over at most one group in the
             #    operands' precision (pr_, pi_), then added to the float64 accumulator
             for t in range(bg + 1):
@@ -729,22 +501,6 @@ def _accumulate_windows(
                         pi_[u, hv] += cr * x[1, u, hv] + ci * x[0, u, hv]
 
 
-def _key_runs(keys_sorted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``(run_key, run_ptr)`` of the runs of equal keys in a sorted key list: run ``r`` is
-    ``keys_sorted[run_ptr[r]:run_ptr[r + 1]]``, all equal to ``run_key[r]``."""
-    starts = np.flatnonzero(np.r_[True, keys_sorted[1:] != keys_sorted[:-1]])
-    return keys_sorted[starts], np.r_[starts, len(keys_sorted)].astype(np.int64)
-
-
-def _sort_by_key(blk_key: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(order, keys_sorted, run_ptr)``: the stable key order of the blocks, their keys in
-    that order (int64) and the bounds of its runs of equal keys (:func:`_key_runs`)."""
-    blk_key = np.asarray(blk_key, np.int64)
-    order = np.argsort(blk_key, kind="stable")
-    keys_sorted = blk_key[order]
-    return order, keys_sorted, _key_runs(keys_sorted)[1]
-
-
 def ml2d_window_accumulator(n_keys: int, n: int) -> np.ndarray:
     """Zeroed accumulator of :func:`ml2d_accumulate_windows`: float64 ``[n_keys, 2, N, N//2+1]``."""
     return np.zeros((n_keys, 2, n, n // 2 + 1))
@@ -782,7 +538,7 @@ def ml2d_accumulate_windows(
         raise ValueError("gamma or acc do not match the window and the image size")
     if acc.dtype != np.float64 or not acc.flags.c_contiguous:
         raise ValueError("acc must be a C-contiguous float64 accumulator")
-    order, keys_sorted, run_ptr = _sort_by_key(blk_key)
+    order, keys_sorted, run_ptr = sort_by_key(blk_key)
     starts = run_ptr[:-1]
     # chunks of about nb / _KEY_CHUNKS blocks, cut at key boundaries
     pos = np.searchsorted(starts, np.linspace(0, nb, _KEY_CHUNKS + 1)[1:-1])
@@ -944,50 +700,6 @@ def _block_maxima(
             blk_alive[b] = blk_logmax[b] - big > log_skip
 
 
-@intrinsic
-def _bits_as_float64(typingctx, bits):
-    """Reinterpret the bits of an int64 as a float64 (LLVM ``bitcast``; vectorises)."""
-    if bits != types.int64:
-        return None
-
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], ir.DoubleType())
-
-    return types.float64(types.int64), codegen
-
-
-_LOG2E = 1.4426950408889634
-_LN2_HI = 6.93147180369123816490e-01  # Cody-Waite split of ln 2 (n * _LN2_HI exact)
-_LN2_LO = 1.90821492927058770002e-10
-
-
-@njit(inline="always", cache=True)
-def _exp(x):  # pragma: no cover - numba
-    """``e^x`` (float64) within ~1 ulp of ``math.exp`` for ``x <= 709``, 0 below -746; made of
-    arithmetic only so that loops calling it vectorise (libm's ``exp`` does not)."""
-    xc = min(max(x, -746.0), 709.0)
-    nf = np.floor(xc * _LOG2E + 0.5)
-    r = (xc - nf * _LN2_HI) - nf * _LN2_LO  # |r| <= ln(2) / 2: Taylor to r^13 is exact
-    p = 1.0 / 6227020800.0
-    p = p * r + 1.0 / 479001600.0
-    p = p * r + 1.0 / 39916800.0
-    p = p * r + 1.0 / 3628800.0
-    p = p * r + 1.0 / 362880.0
-    p = p * r + 1.0 / 40320.0
-    p = p * r + 1.0 / 5040.0
-    p = p * r + 1.0 / 720.0
-    p = p * r + 1.0 / 120.0
-    p = p * r + 1.0 / 24.0
-    p = p * r + 1.0 / 6.0
-    p = p * r + 0.5
-    p = p * r + 1.0
-    p = p * r + 1.0
-    n = np.int64(nf)  # 2^n as two normal powers of two (subnormal results rounded once)
-    n1 = n >> 1
-    w = p * _bits_as_float64((n1 + 1023) << 52) * _bits_as_float64((n - n1 + 1023) << 52)
-    return w if x > -746.0 else 0.0
-
-
 @njit(parallel=True, cache=True)
 def _block_posteriors(
     c,
@@ -1035,9 +747,9 @@ def _block_posteriors(
             k0 = blk_const[b]
             k1 = blk_scale[b]
             cnt = 0
-            for s in range(ww):  # branch-free: vectorises (with _exp)
+            for s in range(ww):  # branch-free: vectorises (with fast_exp)
                 dv = k0 - k1 * c[b, s]
-                w = _exp(lp + log_offset_prior[s] - dv * inv_sigma2 - big)
+                w = fast_exp(lp + log_offset_prior[s] - dv * inv_sigma2 - big)
                 keep = w >= entry_cutoff
                 gamma[g, s] = w if keep else 0.0
                 cnt += keep
@@ -1196,38 +908,6 @@ def ml2d_block_posteriors(
     return res
 
 
-def ml2d_block_weights(
-    c: np.ndarray,
-    blk_const: np.ndarray,
-    blk_scale: np.ndarray,
-    img_ptr: np.ndarray,
-    blk_logprior: np.ndarray,
-    log_offset_prior: np.ndarray,
-    shift_r2: np.ndarray,
-    sigma2: float,
-    block_skip: float = 1e-8,
-    entry_cutoff: float = 0.0,
-) -> dict:
-    """:func:`ml2d_block_posteriors` with ``gamma`` for every block: float64 ``[nb, W, W]``
-    (zeros for the skipped blocks) instead of the compact ``kept``/``gamma`` pair."""
-    res = ml2d_block_posteriors(
-        c,
-        blk_const,
-        blk_scale,
-        img_ptr,
-        blk_logprior,
-        log_offset_prior,
-        shift_r2,
-        sigma2,
-        block_skip,
-        entry_cutoff,
-    )
-    gamma = np.zeros((c.shape[0], *c.shape[1:]))
-    gamma[res.pop("kept")] = res["gamma"]
-    res["gamma"] = gamma
-    return res
-
-
 @njit(parallel=True, cache=True)
 def _accumulate_direct(
     acc, images, gamma, key_ptr, order, blk_key, blk_img, blk_scale, half_width
@@ -1281,7 +961,7 @@ def ml2d_accumulate_direct(
     if blk_key.shape[0] == 0:
         return
     blk_key = np.ascontiguousarray(blk_key, np.int64)
-    order, _, key_ptr = _sort_by_key(blk_key)
+    order, _, key_ptr = sort_by_key(blk_key)
     _accumulate_direct(
         acc,
         np.ascontiguousarray(images),
@@ -1292,65 +972,4 @@ def ml2d_accumulate_direct(
         np.ascontiguousarray(blk_img, np.int64),
         np.ascontiguousarray(blk_scale, np.float64),
         int(half_width),
-    )
-
-
-def ml2d_embed_windows(gamma: np.ndarray, n: int, dtype=np.float64) -> np.ndarray:
-    """Place each ``W x W`` weight window in an ``N x N`` zero array at indices ``s mod N``."""
-    w = (gamma.shape[1] - 1) // 2
-    idx = np.arange(-w, w + 1) % n
-    out = np.zeros((gamma.shape[0], n, n), dtype=dtype)
-    out[:, idx[:, None], idx[None, :]] = gamma
-    return out
-
-
-@njit(parallel=True, cache=True)
-def _accumulate_spectra(
-    acc, ghat, xhat, key_ptr, order, blk_key, blk_x, blk_scale
-):  # pragma: no cover - numba
-    n_keys = key_ptr.shape[0] - 1
-    ny = xhat.shape[1]
-    nx = xhat.shape[2]
-    for t in prange(n_keys):
-        p0 = key_ptr[t]
-        p1 = key_ptr[t + 1]
-        if p1 == p0:
-            continue
-        out = acc[blk_key[order[p0]]]
-        for p in range(p0, p1):
-            b = order[p]
-            xa = xhat[blk_x[b]]
-            ga = ghat[b]
-            sc = blk_scale[b]
-            for r in range(ny):
-                for c in range(nx):
-                    out[r, c] += sc * (ga[r, c].conjugate() * xa[r, c])
-
-
-def ml2d_accumulate_spectra(
-    acc: np.ndarray,
-    ghat: np.ndarray,
-    xhat: np.ndarray,
-    blk_key: np.ndarray,
-    blk_x: np.ndarray,
-    blk_scale: np.ndarray,
-) -> None:
-    """``acc[key] += scale * conj(ghat[b]) * xhat[blk_x[b]]`` per block (spec §1.7), in place.
-
-    ``ghat``: spectra of the embedded weight maps; the inverse FFT of the sum is
-    ``S(p) = sum_s gamma(s) Y(p + s)``. ``acc``: complex128 ``[n_keys, N, N//2+1]``.
-    """
-    if blk_key.shape[0] == 0:
-        return
-    blk_key = np.ascontiguousarray(blk_key, np.int64)
-    order, _, key_ptr = _sort_by_key(blk_key)
-    _accumulate_spectra(
-        acc,
-        np.ascontiguousarray(ghat),
-        np.ascontiguousarray(xhat),
-        key_ptr,
-        order,
-        blk_key,
-        np.ascontiguousarray(blk_x, np.int64),
-        np.ascontiguousarray(blk_scale, np.float64),
     )

@@ -25,6 +25,7 @@ import math
 import numpy as np
 from numba import cuda
 
+from cryosnake.kernels import interp
 from cryosnake.kernels.cpu import image as _cpu
 from cryosnake.kernels.cpu.image import (  # noqa: F401 - host-only helpers, re-exported
     circular_mask,
@@ -32,6 +33,7 @@ from cryosnake.kernels.cpu.image import (  # noqa: F401 - host-only helpers, re-
     parallel_batches,
     radius_grid,
 )
+from cryosnake.kernels.host import bspline3_denominator, spectrum_permutation_table
 
 from . import runtime as rt
 
@@ -49,25 +51,8 @@ def split3(t, n1, n2):
     return t // (n1 * n2), (t // n2) % n1, t % n2
 
 
-@cuda.jit(device=True)
-def _source_point(ca, sa, centre, i, j):
-    """Integer and fractional parts of ``R(-phi) r`` for output pixel ``(i, j)`` (x = j)."""
-    x = j - centre
-    y = i - centre
-    xs = ca * x - sa * y + centre
-    ys = sa * x + ca * y + centre
-    ix = int(math.floor(xs))  # math.floor is a float on the device
-    iy = int(math.floor(ys))
-    return ix, iy, xs - ix, ys - iy
-
-
-@cuda.jit(device=True)
-def _bspline3_weights(f):
-    """Cubic B-spline weights of the 4 taps ``floor - 1 .. floor + 2`` at fraction ``f``."""
-    w0 = (1.0 - f) ** 3 / 6.0
-    w1 = (4.0 - 6.0 * f * f + 3.0 * f**3) / 6.0
-    w2 = (1.0 + 3.0 * f + 3.0 * f * f - 3.0 * f**3) / 6.0
-    return w0, w1, w2, f**3 / 6.0
+_source_point = cuda.jit(device=True)(interp.source_point)
+_bspline3_weights = cuda.jit(device=True)(interp.bspline3_weights)
 
 
 @cuda.jit(device=True)
@@ -130,7 +115,7 @@ def _rotate(src, cos_a, sin_a, centre, order, out):  # pragma: no cover - device
     n, size = out.shape[0], out.shape[1]
     for t in range(cuda.grid(1), n * size * size, cuda.gridsize(1)):
         m, i, j = split3(t, size, size)
-        ix, iy, fx, fy = _source_point(cos_a[m], sin_a[m], centre, i, j)
+        ix, iy, fx, fy = _source_point(cos_a[m], sin_a[m], j - centre, i - centre, centre)
         if order == 3:
             out[m, i, j] = _bspline3_at(src[m], ix, iy, fx, fy, size)
         else:
@@ -243,8 +228,8 @@ def bspline3_device(d_images, n: int):
     device: ``IFFT(FFT(f) / (b(ky) b(kx)))``, ``b(k) = (4 + 2 cos 2 pi k / N) / 6``."""
     spec = rt.rfft2_device(d_images)
     re, im = rt.complex_parts(spec)
-    by = rt.to_device(_cpu._bspline3_denominator(n))
-    bx = rt.to_device(_cpu._bspline3_denominator(n)[: n // 2 + 1])
+    by = rt.to_device(bspline3_denominator(n))
+    bx = rt.to_device(bspline3_denominator(n)[: n // 2 + 1])
     rt.launch_items(_divide_bspline3, re.shape[0] * n * (n // 2 + 1), re, im, by, bx)
     return rt.irfft2_device(spec, n)
 
@@ -322,7 +307,7 @@ def spectrum_permutation(n: int, matrices: np.ndarray, dtype) -> tuple:
     """Device gather tables of a spectrum permutation (``cpu.permute_spectra``): source index,
     conjugation flag and the phase as real and imaginary parts in ``dtype``, ``[F, N(N//2+1)]``."""
     mats = np.ascontiguousarray(np.asarray(matrices, dtype=np.int64))
-    src, conj, phase = _cpu._spectrum_permutation_table(n, mats.tobytes())
+    src, conj, phase = spectrum_permutation_table(n, mats.tobytes())
     real = np.float32 if np.dtype(dtype) in (np.float32, np.complex64) else np.float64
     return (
         rt.to_device(src),

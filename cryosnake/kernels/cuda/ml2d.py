@@ -33,7 +33,6 @@ array) are the CPU ones.
 
 from __future__ import annotations
 
-import inspect
 import math
 
 import numpy as np
@@ -41,11 +40,10 @@ from numba import cuda
 
 from cryosnake.kernels.cpu import ml2d as _cpu
 from cryosnake.kernels.cpu.ml2d import (  # noqa: F401 - host-only helpers, re-exported
-    _key_runs,
-    _sort_by_key,
     ml2d_window_accumulator,
     ml2d_window_phase,
 )
+from cryosnake.kernels.host import key_runs, sort_by_key
 
 from . import runtime as rt
 from .image import _FFT_COPIES, _rolled, gather_spectra, spectrum_permutation, split3
@@ -374,57 +372,6 @@ def _image_runs(img_ptr: np.ndarray, max_blocks: int):
 # --- public kernels ---------------------------------------------------------------------------
 
 
-def ml2d_block_products(
-    xhat: np.ndarray, bhat_conj: np.ndarray, blk_x: np.ndarray, blk_b: np.ndarray
-) -> np.ndarray:
-    """``out[t] = xhat[blk_x[t]] * bhat_conj[blk_b[t]]`` (one kernel over blocks x coefficients).
-
-    ``xhat``: ``[nX, N, N//2+1]``; ``bhat_conj``: ``[nB, N, N//2+1]``; out dtype of ``xhat``.
-    """
-    nb = len(blk_x)
-    shape = xhat.shape[1:]
-    npx = int(np.prod(shape))
-    out = np.empty((nb, *shape), dtype=xhat.dtype)
-    dx = rt.complex_parts(rt.to_device(np.asarray(xhat).reshape(-1, npx)))
-    db = rt.complex_parts(rt.to_device(np.asarray(bhat_conj).reshape(-1, npx)))
-    blk_x = np.asarray(blk_x, np.int64)
-    blk_b = np.asarray(blk_b, np.int64)
-    for a, b in rt.chunk_ranges(nb, 2 * xhat[0].nbytes):
-        dout = rt.device_empty((b - a, npx), xhat.dtype)
-        rt.launch_items(
-            _products,
-            (b - a) * npx,
-            *dx,
-            *db,
-            rt.to_device(blk_x[a:b]),
-            rt.to_device(blk_b[a:b]),
-            *rt.complex_parts(dout),
-        )
-        out[a:b] = rt.to_host(dout).reshape(b - a, *shape)
-    return out
-
-
-def ml2d_correlation_windows(
-    products: np.ndarray,
-    n: int,
-    half_width: int,
-    out: np.ndarray | None = None,
-    workers: int | None = None,
-) -> np.ndarray:
-    """Inverse real FFT of window-phased ``products`` ``[m, N, N//2+1]``, window only: batched
-    cuFFT, then the ``W x W`` corner ``c[t, a, b]`` (spec §1.6, trap 6). ``out`` (optional)
-    receives the result (any real dtype)."""
-    W = 2 * half_width + 1
-    m = products.shape[0]
-    rtype = rt.real_of(products.dtype)
-    if out is None:
-        out = np.empty((m, W, W), dtype=rtype)
-    for a, b in rt.chunk_ranges(m, _FFT_COPIES * products[0].nbytes):
-        real = rt.irfft2_device(rt.to_device(products[a:b]), n)
-        out[a:b] = rt.to_host(_windows_of(real, W, False, rtype))
-    return out
-
-
 def ml2d_image_operands(images: np.ndarray) -> np.ndarray:
     """Operands of :func:`ml2d_block_correlations` for images ``Y`` ``[m, N, N]``: real and
     imaginary planes of ``rfft2`` of the transposed images ``[m, 2, N, N//2+1]`` (float32 for
@@ -692,19 +639,6 @@ def ml2d_block_posteriors(
     return res
 
 
-def ml2d_block_weights(*args, **kwargs) -> dict:
-    """:func:`ml2d_block_posteriors` with ``gamma`` for every block: float64 ``[nb, W, W]``
-    (zeros for the skipped blocks) instead of the compact ``kept``/``gamma`` pair."""
-    res = ml2d_block_posteriors(*args, **kwargs)
-    full = np.zeros((len(res["wsum"]), *res["gamma"].shape[1:]))
-    full[res.pop("kept")] = res["gamma"]
-    res["gamma"] = full
-    return res
-
-
-ml2d_block_weights.__signature__ = inspect.signature(_cpu.ml2d_block_weights)
-
-
 def ml2d_accumulate_direct(
     acc: np.ndarray,
     images: np.ndarray,
@@ -729,7 +663,7 @@ def ml2d_accumulate_direct(
     key = np.asarray(blk_key, np.int64)[blk]
     order = np.argsort(key, kind="stable")
     blk, a, b = blk[order], a[order], b[order]
-    run_key, run_ptr = _key_runs(key[order])
+    run_key, run_ptr = key_runs(key[order])
     size = images.shape[-1]
     d_acc = rt.to_device(acc)
     rt.launch_items(
@@ -748,30 +682,16 @@ def ml2d_accumulate_direct(
     acc[...] = rt.to_host(d_acc)
 
 
-def ml2d_embed_windows(gamma: np.ndarray, n: int, dtype=np.float64) -> np.ndarray:
-    """Place each ``W x W`` weight window in an ``N x N`` zero array at indices ``s mod N``."""
-    gamma = np.asarray(gamma)
-    nb, W = gamma.shape[0], gamma.shape[1]
-    out = np.empty((nb, n, n), dtype=dtype)
-    dg = rt.to_device(gamma)
-    for a, b in rt.chunk_ranges(nb, out[0].nbytes + 8):
-        dout = rt.device_zeros((b - a, n, n), dtype)
-        rows = rt.to_device(np.arange(a, b, dtype=np.int64))
-        rt.launch_items(_embed, (b - a) * W * W, dg, rows, -(W // 2), False, dout)
-        out[a:b] = rt.to_host(dout)
-    return out
-
-
 def _accumulate_keyed(acc_parts, g_of, x_parts, blk_key, blk_x, blk_scale, per_block) -> None:
     """Add ``scale conj(G) X`` of every block to its key, on the device: blocks sorted by key,
     cut into runs of :func:`runtime.chunk_ranges`; ``g_of(order_chunk)`` returns the device
     ``(G parts [c, P], rows of G for each block of the chunk)``."""
-    order, keys, _ = _sort_by_key(blk_key)
+    order, keys, _ = sort_by_key(blk_key)
     bx = np.asarray(blk_x, np.int64)[order]
     sc = np.asarray(blk_scale)[order]
     for a, b in rt.chunk_ranges(len(order), per_block):
         (gre, gim), g_rows = g_of(order[a:b])
-        run_key, run_ptr = _key_runs(keys[a:b])
+        run_key, run_ptr = key_runs(keys[a:b])
         rt.launch_items(
             _accumulate_products,
             len(run_key) * gre.shape[1],
@@ -854,30 +774,3 @@ def ml2d_window_sums(acc: np.ndarray, half_width: int) -> np.ndarray:
         )
         out[a:b] = rt.to_host(_windows_of(rt.irfft2_device(spec, n), n, True, np.float64))
     return out
-
-
-def ml2d_accumulate_spectra(
-    acc: np.ndarray,
-    ghat: np.ndarray,
-    xhat: np.ndarray,
-    blk_key: np.ndarray,
-    blk_x: np.ndarray,
-    blk_scale: np.ndarray,
-) -> None:
-    """``acc[key] += scale * conj(ghat[b]) * xhat[blk_x[b]]`` per block (spec §1.7), in place;
-    ``acc``: complex128 ``[n_keys, N, N//2+1]``. One thread per (key, coefficient)."""
-    if blk_key.shape[0] == 0:
-        return
-    npx = int(np.prod(acc.shape[1:]))
-    d_acc = rt.to_device(acc.reshape(-1, npx))
-    g = rt.complex_parts(rt.to_device(np.asarray(ghat).reshape(-1, npx)))
-    _accumulate_keyed(
-        rt.complex_parts(d_acc),
-        lambda sel: (g, sel.astype(np.int64)),
-        rt.complex_parts(rt.to_device(np.asarray(xhat).reshape(-1, npx))),
-        blk_key,
-        blk_x,
-        np.asarray(blk_scale, np.float64),
-        64,
-    )
-    acc[...] = rt.to_host(d_acc).reshape(acc.shape)

@@ -13,9 +13,9 @@ import scipy.fft
 import scipy.optimize
 from scipy.spatial.transform import Rotation
 
+from cryosnake.geometry import fibonacci_sphere
 from cryosnake.kernels import get_backend
 
-from .sampling import fibonacci_sphere
 from .volume_ops import fourier_resize
 
 __all__ = [

@@ -14,7 +14,7 @@ so it can run chunk by chunk): the power per shell ``sum |X^|^2``, ``sum CTF X^`
 "Generate classes" (Decisions: the same procedure as ML2D): the start model holds ``A_0`` as
 its single reference (low-passed to ``high_res_limit``), iteration 0 aligns every image
 to it and sends the statistics to ``K`` seeded random groups
-(:func:`cryosnake.ml2d.init.random_group_labels`). User references are used as given
+(:func:`cryosnake.ml2d.initial.random_group_labels`). User references are used as given
 (taken as CTF-corrected), low-passed to ``high_res_limit``, with the same noise spectra.
 """
 

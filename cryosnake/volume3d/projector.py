@@ -20,10 +20,9 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
+from cryosnake.geometry import euler_to_matrix
 from cryosnake.kernels import get_backend
 from cryosnake.kernels.cpu.image import fft_workers
-
-from .geometry import euler_to_matrix
 
 __all__ = [
     "VolumeFT",

@@ -25,7 +25,7 @@ Difference from Xmipp's ``--fast`` mode: samples are splatted trilinearly instea
 nearest voxel before the blob convolution; this removes the half-voxel position error of the
 nearest-voxel scheme at the same cost order. Because num/den is scale-free, constant weights give
 the unweighted reconstruction (V-RS2). The absolute scale is that of the images: a projection
-(:func:`cryosnake.significant.projector.project`) of the result reproduces the input images.
+(:func:`cryosnake.volume3d.projector.project`) of the result reproduces the input images.
 """
 
 from __future__ import annotations
@@ -36,9 +36,9 @@ import numpy as np
 import scipy.fft
 import scipy.special
 
+from cryosnake.geometry import euler_to_matrix
 from cryosnake.kernels import get_backend
 
-from .geometry import euler_to_matrix
 from .projector import fft_workers, trilinear_gridding_correction
 from .symmetry import symmetry_matrices
 
