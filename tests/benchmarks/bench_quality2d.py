@@ -16,6 +16,11 @@ NCC of the class averages to the clean views (best in-plane rotation, mirror and
 a soft circular mask), the share of the largest class, seconds per iteration and in all.
 ``ceiling`` is the best possible: each particle assigned to the best true view at its true
 pose (ARI), and the class averages made with the true poses and classes (NCC).
+``true-refs`` is the best an alignment can do: one MLF2D E-step (full search, ``--diameter``
+mask, the default 20 Å limit, or ``--true-refs-limit``) against the true references -- the
+clean views, or with ``--random-views`` projections of the map along ``--k`` directions
+spread over a hemisphere (a direction and its opposite are mirror images) -- so the poses are
+estimated as in any run; its classes are those of that E-step and its averages the M-step's.
 
 ``--random-views`` simulates random orientations instead (issue 19's case, e.g. ``--k 30``):
 there are no discrete views, so the table gives the direction spread of the classes (median
@@ -204,6 +209,37 @@ def ceiling(case: dict, images: np.ndarray, args) -> dict:
     return {"labels": labels + 1, "averages": averages}
 
 
+def true_references(case: dict, args) -> np.ndarray:
+    """The clean views, or projections of the map along ``--k`` directions on a Fibonacci
+    hemisphere (random views), scaled like the particles' clean signal."""
+    if not args.random_views:
+        return np.asarray(case["views"], dtype=np.float64)
+    from cryosnake.volume3d.projector import project
+
+    vol = mrc.read(args.out / "volume.mrc").astype(np.float32)
+    i = np.arange(args.k) + 0.5
+    tilt = np.degrees(np.arccos(i / args.k))
+    rot = np.degrees(np.pi * (1.0 + 5.0**0.5) * i) % 360.0
+    refs = np.stack([project(vol, r, t, 0.0).reshape(args.box, args.box)
+                     for r, t in zip(rot, tilt, strict=True)]).astype(np.float64)
+    snr = float(case["snr"]) if "snr" in case else args.snr[0]
+    return refs / refs.std() * float(case["sigma"]) * np.sqrt(snr)
+
+
+def run_true_references(case: dict, images, args, with_ctf: bool) -> dict:
+    """One E-step against the true references (``true-refs``, module docstring)."""
+    refs = true_references(case, args)
+    settings = MLF2DSettings(n_classes=len(refs), max_iterations=1, fast=False,
+                             ctf_correction=with_ctf, phase_flipped=False,
+                             particle_diameter=args.diameter,
+                             high_res_limit=args.true_refs_limit)
+    start = time.perf_counter()
+    model, assignments, _ = run_mlf2d(images, ctf_of(case), args.sampling, settings,
+                                      references=refs)
+    return {"labels": assignments["class_number"], "averages": model.references,
+            "seconds": time.perf_counter() - start, "iteration_seconds": np.zeros(0)}
+
+
 def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
     fourier, overrides = METHODS[name]
     overrides = {k: args.diameter if v == DIAMETER else v for k, v in overrides.items()}
@@ -251,6 +287,8 @@ def main(argv=None) -> None:
     p.add_argument("--diameter", type=float, default=170.0, help="Å, RELION's mask")
     p.add_argument("--out", type=Path, default=Path("bench_quality2d"))
     p.add_argument("--rerun", nargs="*", default=[], help="methods to run again")
+    p.add_argument("--true-refs-limit", type=float, default=20.0,
+                   help="Å, the likelihood limit of true-refs (0 = Nyquist)")
     args = p.parse_args(argv)
 
     cases = [(snr, c) for snr in args.snr
@@ -268,10 +306,14 @@ def main(argv=None) -> None:
             if name == "ceiling" and args.random_views:
                 continue  # no discrete views to be assigned to
             res_file = folder / f"result_{name}.npz"
+            if name == "true-refs":  # K and the limit are part of the experiment
+                res_file = folder / f"result_{name}_k{args.k}_{args.true_refs_limit:g}A.npz"
             if res_file.exists() and name not in args.rerun:
                 r = dict(np.load(res_file))
             else:
-                if name == "ceiling":
+                if name == "true-refs":
+                    r = run_true_references(case | {"snr": snr}, images, args, with_ctf)
+                elif name == "ceiling":
                     r = ceiling(case, images, args)
                     r |= {"seconds": 0.0, "iteration_seconds": np.zeros(0)}
                 elif name == "relion":
