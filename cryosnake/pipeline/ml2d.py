@@ -200,9 +200,13 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
 
 
 def estep_with_progress(images, model, settings, state, groups, backend, label,
-                        batch: int = 250, ctf=None, defocus_groups=None):
+                        batch: int = 1000, ctf=None, defocus_groups=None):
     """The E-step of a chunk in sub-batches of ``batch`` particles, with a progress bar
     (particles/s) on stderr (the job's log). Sums add up exactly over sub-batches.
+
+    Each call sets up its references (rotations, fast-mode operands) anew: with sub-batches of
+    250, 3000 particles of 64 px (K=10) took 9.8-11.9 s against 8.5 s with 1000 and 8.3 s in
+    one call (issue 16), so a batch is 1000.
 
     With :class:`MLF2DSettings <cryosnake.mlf2d.MLF2DSettings>` it runs
     :func:`cryosnake.mlf2d.estep` with the chunk's ``ctf`` parameters and ``defocus_groups``
