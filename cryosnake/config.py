@@ -23,6 +23,9 @@ def _key(path) -> str:
 
 
 def _allowed(schema: dict) -> str:
+    if "oneOf" in schema:  # e.g. `auto` or a number
+        return " or ".join(repr(s["const"]) if "const" in s else _allowed(s)
+                           for s in schema["oneOf"])
     parts = []
     if "enum" in schema:
         parts.append("one of " + ", ".join(map(str, schema["enum"])))

@@ -4,7 +4,8 @@ from cryosnake.pipeline.jobs import job_backend, rule_job
 from cryosnake.pipeline.ml2d import estep_job
 
 w = snakemake.wildcards
-with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_estep {w.iter}/{w.chunk}"):
+with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_estep {w.iter}/{w.chunk}",
+              end_process=True):
     estep_job(snakemake.input.particles, int(w.chunk), snakemake.params.chunk_size, int(w.iter),
               snakemake.params.ml2d, job_backend(snakemake.resources),
               snakemake.input.model, snakemake.input.get("state"), snakemake.output.sums,

@@ -4,7 +4,8 @@ from cryosnake.pipeline.data import read_summary
 from cryosnake.pipeline.jobs import rule_job
 from cryosnake.pipeline.ml2d import mstep_job
 
-with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_mstep {snakemake.wildcards.iter}"):
+with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_mstep {snakemake.wildcards.iter}",
+              end_process=True):
     mstep_job(snakemake.input.model, snakemake.input.sums, snakemake.params.ml2d,
               read_summary(snakemake.input.summary)["sampling"], snakemake.output.model,
               snakemake.output.references)

@@ -80,6 +80,11 @@ def test_one_source_of_defaults(cfg):
                 assert getattr(settings, name) == value, f"{type(settings).__name__}.{name}"
 
 
+@pytest.mark.parametrize("value", ["auto", 1, 500])
+def test_chunk_size_auto_or_a_count(cfg, value):
+    cs_config.validate(set_key(cfg, "compute.chunk_size", value), SCHEMA)
+
+
 def test_scipion_defaults(cfg):
     m, s = cfg["ml2d"], cfg["significant"]
     # classes: the seed's default is 3; ours is 12, so that the default demo (12 views) gives
@@ -100,7 +105,8 @@ def test_scipion_defaults(cfg):
     ("ml2d.classes", 0, r"ml2d.classes = 0: .*≥ 1"),
     ("ml2d.mirror", "yes", r"ml2d.mirror = 'yes': .*not of type 'boolean'"),
     ("compute.backend", "gpu", r"compute.backend = 'gpu': .*one of auto, cpu, cuda"),
-    ("compute.chunk_size", 0, r"compute.chunk_size = 0"),
+    ("compute.chunk_size", 0, r"compute.chunk_size = 0: .*allowed: 'auto' or type integer; ≥ 1"),
+    ("compute.chunk_size", "big", r"compute.chunk_size = 'big'"),
     ("significant.alpha0", 100, r"significant.alpha0 = 100: .*< 100"),
     ("significant.tilt_max", 200, r"significant.tilt_max = 200: .*≤ 180"),
     ("significant.max_shift", -3, r"significant.max_shift = -3: .*≥ -1"),

@@ -6,6 +6,8 @@ from __future__ import annotations
 import errno
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -163,6 +165,25 @@ def test_rule_job_writes_the_traceback_to_the_log(tmp_path):
     assert text.startswith("started\n")
     assert "Traceback (most recent call last)" in text
     assert "in failing_step" in text and "ZeroDivisionError: the bug" in text
+
+
+def test_rule_job_end_process_keeps_the_log_and_the_exit_status(tmp_path):
+    """A job script that ends its process at once (end_process: no interpreter teardown) still
+    exits 0 after success, 1 after an InputError, with its output in the log and on stdout."""
+    code = ("import sys\nfrom cryosnake.errors import InputError\n"
+            "from cryosnake.pipeline.jobs import rule_job\n"
+            "with rule_job(sys.argv[1], name='job', end_process=True):\n"
+            "    print('computed')\n"
+            "    if sys.argv[2] == 'bad':\n        raise InputError('x.star: bad row')\n"
+            "print('not reached on success')\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    ok = subprocess.run([sys.executable, "-c", code, str(tmp_path / "ok.log"), "good"],
+                        capture_output=True, text=True, env=env)
+    assert ok.returncode == 0 and "computed" in ok.stdout and "not reached" not in ok.stdout
+    assert re.search(r"computed\n\[job\] done in [0-9.]+ s\n$", (tmp_path / "ok.log").read_text())
+    bad = subprocess.run([sys.executable, "-c", code, str(tmp_path / "bad.log"), "bad"],
+                         capture_output=True, text=True, env=env)
+    assert bad.returncode == 1 and "x.star: bad row" in (tmp_path / "bad.log").read_text()
 
 
 def test_rule_job_input_error_one_paragraph_in_the_log(tmp_path):

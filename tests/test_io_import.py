@@ -10,7 +10,13 @@ import starfile
 from cryosnake import demo
 from cryosnake.errors import InputError
 from cryosnake.io import importers, mrc, star
-from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks
+from cryosnake.io.particles import (
+    ParticleStack,
+    auto_chunk_size,
+    chunk_rows,
+    n_chunks,
+    resolve_chunk_size,
+)
 from cryosnake.mlf2d import resolve_phase_flipped
 from cryosnake.pipeline.data import import_job
 
@@ -261,6 +267,26 @@ def test_chunking_covers_every_particle_once():
     rows = np.concatenate([chunk_rows(2503, 500, c) for c in range(n_chunks(2503, 500))])
     np.testing.assert_array_equal(rows, np.arange(2503))
     assert n_chunks(2503, 500) == 6 and n_chunks(10, 1000) == 1
+
+
+@pytest.mark.parametrize("n,box,size,chunks", [
+    (1000, 48, 1000, 1),        # the default demo: one E-step job
+    (6000, 64, 6000, 1),        # the issue's set: 6000 < 2**25 / 64**2 = 8192 particles
+    (10000, 64, 5000, 2),       # above the least chunk: evened out, not 8192 + 1808
+    (100000, 64, 7693, 13),
+    (100000, 128, 6250, 16),    # n / 16 between the least and the most
+    (300000, 200, 3334, 90),    # the most: 2**27 / 200**2 = 3355 particles (5.5 GB)
+    (1000000, 256, 2045, 489),
+    (20, 16, 20, 1),
+])
+def test_auto_chunk_size(n, box, size, chunks):
+    """compute.chunk_size: auto: ceil(n / 16) clamped to [2**25, 2**27] pixels per chunk,
+    evened out over the chunks; the memory per E-step job (1.5 GB + size × box² × 32 bytes)
+    stays at most 5.5 GB."""
+    assert auto_chunk_size(n, box) == size == resolve_chunk_size("auto", n, box)
+    assert n_chunks(n, size) == chunks
+    assert size * box**2 <= 2**27
+    assert resolve_chunk_size(700, n, box) == 700  # an integer stays what it says
 
 
 @pytest.mark.parametrize("flag,expected", [(None, False), (0, False), (1, True)])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,22 @@ def test_dry_run_with_defaults_shows_the_pipeline(tmp_path):
     for rule in ("demo_data", "import_particles", "ml2d_start", "ml2d_estep", "ml2d_mstep"):
         assert rule in out, rule
     assert not (tmp_path / "results").exists()  # a dry run writes nothing
+
+
+def test_auto_chunks_follow_the_particles_not_the_cores(tmp_path):
+    """compute.chunk_size: auto (the default) on 20 000 demo particles of 64 px: three E-step
+    jobs of 6667 (cryosnake.io.particles.auto_chunk_size), with 1 core as with 2; an integer
+    is taken as is."""
+    (tmp_path / "config.yaml").write_text("demo: {n_particles: 20000, box: 64}\n")
+    for cores in ("1", "2"):
+        out = snakemake("-n", "--cores", cores, "--configfile", "config.yaml", cwd=tmp_path,
+                        check=True).stdout
+        assert set(re.findall(r"chunk=(\d{4})", out)) == {"0000", "0001", "0002"}, cores
+    (tmp_path / "config.yaml").write_text("demo: {n_particles: 20000, box: 64}\n"
+                                          "compute: {chunk_size: 5000}\n")
+    out = snakemake("-n", "--cores", "2", "--configfile", "config.yaml", cwd=tmp_path,
+                    check=True).stdout
+    assert set(re.findall(r"chunk=(\d{4})", out)) == {f"{c:04d}" for c in range(4)}
 
 
 def test_runs_from_another_folder_with_relative_paths(tmp_path):

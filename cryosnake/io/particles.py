@@ -89,6 +89,42 @@ def n_chunks(n_particles: int, chunk_size: int) -> int:
     return max(1, -(-n_particles // chunk_size))
 
 
+#: ``compute.chunk_size: auto``: image pixels (particles × box²) a chunk holds at least, so that
+#: its E-step computes for long enough to outweigh a job's start-up (about 1.5-2.5 s: Python,
+#: imports, numba cache) many times over (2**25 px: 8192 particles of 64 px, about 30 s of ML2D
+#: fast on 2 cores) ...
+AUTO_CHUNK_MIN_PIXELS = 2**25
+#: ... and at most, so that an E-step job's memory stays bounded: about 1.5 GB + pixels × 32
+#: bytes (rule ml2d_estep's mem_mb), here 5.5 GB whatever the number of particles.
+AUTO_CHUNK_MAX_PIXELS = 2**27
+#: ... and between the two, the number of chunks a large set is cut into (jobs that can run
+#: side by side on a cluster).
+AUTO_CHUNKS = 16
+
+
+def auto_chunk_size(n_particles: int, box: int) -> int:
+    """``compute.chunk_size: auto``: particles per E-step job from the particle count and the
+    box (px), never from the cores, so a rerun with other ``--cores`` finds the same chunks.
+
+    ``ceil(n / AUTO_CHUNKS)`` clamped to ``[ceil(AUTO_CHUNK_MIN_PIXELS / box²),
+    AUTO_CHUNK_MAX_PIXELS // box²]``, then evened out over the chunks it gives (``ceil(n /
+    n_chunks)``: 6000 particles of 64 px are two chunks of 3000, not 4096 + 1904).
+    """
+    n, pixels = max(1, int(n_particles)), int(box) ** 2
+    most = max(1, AUTO_CHUNK_MAX_PIXELS // pixels)
+    least = min(most, -(-AUTO_CHUNK_MIN_PIXELS // pixels))
+    size = min(most, max(least, -(-n // AUTO_CHUNKS)))
+    return -(-n // n_chunks(n, size))
+
+
+def resolve_chunk_size(chunk_size: int | str, n_particles: int, box: int) -> int:
+    """``compute.chunk_size`` as a number of particles: an integer as given, ``auto`` by
+    :func:`auto_chunk_size`."""
+    if chunk_size == "auto":
+        return auto_chunk_size(n_particles, box)
+    return int(chunk_size)
+
+
 class ParticleStack:
     """The particles of a canonical RELION 3.1 STAR, read lazily from memory-mapped stacks.
 

@@ -11,8 +11,9 @@ from snakemake.exceptions import WorkflowError
 
 from cryosnake import config as cs_config
 from cryosnake.errors import InputError, reading_intermediate
+from cryosnake.io import mrc
 from cryosnake.io.importers import describe
-from cryosnake.io.particles import n_chunks
+from cryosnake.io.particles import n_chunks, resolve_chunk_size
 from cryosnake.provenance import code_version
 
 try:
@@ -26,7 +27,6 @@ except InputError as err:
 OUT = config["outdir"]
 ENVS = CRYOSNAKE_DIR / "envs"
 THREADS = config["compute"]["threads"]
-CHUNK_SIZE = config["compute"]["chunk_size"]
 # GPUs per job for the rules that run kernels (E-steps, Significant's start and iterations):
 # the `gpu` resource schedules them on GPU nodes (SLURM: --gpus), limits how many run at once
 # locally (`--resources gpu=N`) and tells the job which backend to use (1: cuda, 0: cpu).
@@ -55,7 +55,24 @@ def _describe_particles():
         raise WorkflowError(f"cryosnake: {err}")
 
 
+def _input_box():
+    """The box (px) of the input particles for `compute.chunk_size: auto`: the demo's, or the
+    header of the (first) image stack. 1 when no stack can be read: the import job then
+    stops and names it."""
+    if DEMO:
+        return config["demo"]["box"]
+    stacks = INPUT_STACKS if INPUT_STACKS else [config["particles"]]
+    try:
+        return mrc.header_info(stacks[0])["shape"][-1]
+    except (OSError, ValueError):  # no readable MRC stack
+        return 1
+
+
 N_PARTICLES, INPUT_STACKS = _describe_particles()
+# Particles per E-step job: compute.chunk_size, or from the particle count and box with `auto`
+# (cryosnake.io.particles.auto_chunk_size); never from --cores, so a rerun with other cores
+# finds the same chunk files.
+CHUNK_SIZE = resolve_chunk_size(config["compute"]["chunk_size"], N_PARTICLES, _input_box())
 N_CHUNKS = n_chunks(N_PARTICLES, CHUNK_SIZE)
 CHUNKS = [f"{c:04d}" for c in range(N_CHUNKS)]
 
