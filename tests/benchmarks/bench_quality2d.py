@@ -209,7 +209,7 @@ def ceiling(case: dict, images: np.ndarray, args) -> dict:
     return {"labels": labels + 1, "averages": averages}
 
 
-def true_references(case: dict, args) -> np.ndarray:
+def true_references(case: dict, args, snr: float) -> np.ndarray:
     """The clean views, or projections of the map along ``--k`` directions on a Fibonacci
     hemisphere (random views), scaled like the particles' clean signal."""
     if not args.random_views:
@@ -222,13 +222,12 @@ def true_references(case: dict, args) -> np.ndarray:
     rot = np.degrees(np.pi * (1.0 + 5.0**0.5) * i) % 360.0
     refs = np.stack([project(vol, r, t, 0.0).reshape(args.box, args.box)
                      for r, t in zip(rot, tilt, strict=True)]).astype(np.float64)
-    snr = float(case["snr"]) if "snr" in case else args.snr[0]
     return refs / refs.std() * float(case["sigma"]) * np.sqrt(snr)
 
 
-def run_true_references(case: dict, images, args, with_ctf: bool) -> dict:
+def run_true_references(case: dict, images, args, snr: float, with_ctf: bool) -> dict:
     """One E-step against the true references (``true-refs``, module docstring)."""
-    refs = true_references(case, args)
+    refs = true_references(case, args, snr)
     settings = MLF2DSettings(n_classes=len(refs), max_iterations=1, fast=False,
                              ctf_correction=with_ctf, phase_flipped=False,
                              particle_diameter=args.diameter,
@@ -312,7 +311,7 @@ def main(argv=None) -> None:
                 r = dict(np.load(res_file))
             else:
                 if name == "true-refs":
-                    r = run_true_references(case | {"snr": snr}, images, args, with_ctf)
+                    r = run_true_references(case, images, args, snr, with_ctf)
                 elif name == "ceiling":
                     r = ceiling(case, images, args)
                     r |= {"seconds": 0.0, "iteration_seconds": np.zeros(0)}
