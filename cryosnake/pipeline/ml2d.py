@@ -22,16 +22,13 @@ import pandas as pd
 from tqdm import tqdm
 
 from cryosnake.atomic import save_npz
+from cryosnake.classify2d.strategy import Classifier2D, classifier, join_assignments
 from cryosnake.errors import InputError
 from cryosnake.io import mrc, star
 from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_stack
 from cryosnake.kernels import get_backend
-from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
-from cryosnake.ml2d.initial import (
-    initial_model_from_average,
-    initial_model_from_references,
-    random_group_labels,
-)
+from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState
+from cryosnake.ml2d.initial import random_group_labels
 
 #: The documented mirror-flag column of ``particles.star`` (1 = the particle was mirrored
 #: (x → −x about the box centre) after shifting by the origin and before rotating by −psi).
@@ -39,44 +36,21 @@ MIRROR_COLUMN = "cryosnakeMirror"
 
 # Start-up of a job (issue 16): an ML2D E-step imports neither MLF2D, nor the config checks
 # (jsonschema, the symmetry groups of Significant, scipy.spatial), nor the RELION/Xmipp
-# writers; the functions that need them import them.
+# writers; the functions that need them import them. Each job picks its strategy (ML2D or
+# MLF2D, :mod:`cryosnake.classify2d.strategy`) once, from ``ml2d.fourier``.
 
 
 def settings_from_config(ml2d: dict, table=None) -> ML2DSettings:
     """The ``ml2d:`` config section as :class:`ML2DSettings` (:class:`MLF2DSettings
     <cryosnake.mlf2d.MLF2DSettings>` with ``fourier``). ``phase_flipped: auto`` is resolved
     from the merged particle ``table`` (``None`` without one: the M-step does not use it)."""
-    common = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
-                  fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
-                  offset_std=ml2d["offset_std"], seed=ml2d["seed"],
-                  particle_diameter=(0.0 if ml2d["particle_diameter"] == "auto" and ml2d["norm"]
-                                     else ml2d["particle_diameter"]),
-                  reseed_fraction=ml2d["reseed_fraction"],
-                  reseed_iterations=ml2d["reseed_iterations"])
-    if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
-        common["max_iterations"] = ml2d["max_iterations"]
-    if ml2d.get("fourier"):
-        from cryosnake import mlf2d
-
-        flipped = ml2d["phase_flipped"]
-        if flipped == "auto" and not ml2d["ctf_correction"]:
-            flipped = False  # no CTF in the model: nothing to flip
-        elif flipped == "auto":
-            flipped = None if table is None else mlf2d.resolve_phase_flipped(flipped, table)[0]
-        return mlf2d.MLF2DSettings(**common, ctf_correction=ml2d["ctf_correction"],
-                                   phase_flipped=flipped,
-                                   high_res_limit=ml2d["high_res_limit"])
-    return ML2DSettings(**common)
+    return classifier(ml2d.get("fourier")).settings(ml2d, table)
 
 
 def load_model(model_json, ml2d_cfg: dict) -> ML2DModel:
     """The model of an iteration (:class:`MLF2DModel <cryosnake.mlf2d.MLF2DModel>` with
     ``fourier``)."""
-    if ml2d_cfg.get("fourier"):
-        from cryosnake import mlf2d
-
-        return mlf2d.MLF2DModel.load(model_json)
-    return ML2DModel.load(model_json)
+    return classifier(ml2d_cfg.get("fourier")).model_type.load(model_json)
 
 
 def read_references(path, box: int) -> np.ndarray:
@@ -101,23 +75,18 @@ def count_references(path) -> int:
 
 
 def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs) -> None:
-    """Iteration-0 input: the global average (generated classes) or the user references."""
-    if ml2d_cfg["fourier"]:
-        return _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs)
-    settings = settings_from_config(ml2d_cfg)
+    """Iteration-0 input: the start model of ML2D (the global average, or the user
+    references) or of MLF2D (also the initial noise spectra per defocus group)."""
+    strategy = classifier(ml2d_cfg["fourier"])
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
-        if ml2d_cfg["references"]:
-            model = initial_model_from_references(read_references(ml2d_cfg["references"], ps.box),
-                                                  settings, ps.sampling)
-        else:
-            total = np.zeros((ps.box, ps.box))
-            for c in range(n_chunks(ps.n, chunk_size)):
-                total += ps.read_chunk(c, chunk_size).sum(axis=0, dtype=np.float64)
-            model = initial_model_from_average(total / ps.n, settings, ps.sampling)
+        settings = strategy.settings(ml2d_cfg, ps.table)
+        refs = (read_references(ml2d_cfg["references"], ps.box) if ml2d_cfg["references"]
+                else None)
+        chunks = ((rows, ps.read(rows)) for rows in
+                  (chunk_rows(ps.n, chunk_size, c) for c in range(n_chunks(ps.n, chunk_size))))
+        model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs)
         model.save(out_model, out_refs, ps.sampling)
-    print(f"start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
-          f"xi {model.sigma_offset:.4g}")
 
 
 def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
@@ -128,62 +97,25 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
     check_classes(n_classes, ps.n, ml2d_cfg, particles_star)
 
 
-def _mlf2d_start(particles_star, ml2d_cfg, chunk_size, out_model, out_refs) -> None:
-    """MLF2D start: one pass over the particles for the CTF-corrected global average and the
-    initial noise spectra per defocus group (:mod:`cryosnake.mlf2d.initial`)."""
-    from cryosnake import mlf2d
-
-    with ParticleStack(particles_star) as ps:
-        _check_classes(ps, ml2d_cfg, particles_star)
-        if ml2d_cfg["ctf_correction"]:  # resolved once: the value and where it came from
-            flipped, origin = mlf2d.resolve_phase_flipped(ml2d_cfg["phase_flipped"], ps.table)
-            print(f"phase flipped: {str(flipped).lower()} ({origin})")
-            ml2d_cfg = {**ml2d_cfg, "phase_flipped": flipped}
-        settings = settings_from_config(ml2d_cfg, ps.table)
-        ctf, groups, centres = mlf2d.particle_groups(ps.table, settings)
-        stats = 0
-        for c in range(n_chunks(ps.n, chunk_size)):
-            rows = chunk_rows(ps.n, chunk_size, c)
-            stats = stats + mlf2d.start_statistics(
-                ps.read(rows), None if ctf is None else ctf.subset(rows), groups[rows],
-                len(centres), ps.sampling, settings)
-        refs = (read_references(ml2d_cfg["references"], ps.box) if ml2d_cfg["references"]
-                else None)
-        model = mlf2d.start_model(stats, settings, ps.sampling, ps.box, centres, refs)
-        model.save(out_model, out_refs, ps.sampling)
-    print(f"MLF2D start model: {model.n_classes} reference(s), {model.n_groups} defocus "
-          f"group(s), resolution limit {ps.box * ps.sampling / model.shell_high:.1f} Å "
-          f"(shell {model.shell_high}), white-equivalent noise {model.sigma_noise:.4g}")
-
-
 def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
               backend: str, model_json, previous_state, out_sums, out_state,
               out_assignments) -> None:
     """E-step of one particle chunk against the model of the previous iteration."""
-    model = load_model(model_json, ml2d_cfg)
+    strategy = classifier(ml2d_cfg["fourier"])
+    model = strategy.model_type.load(model_json)
     with ParticleStack(particles_star) as ps:
-        settings = settings_from_config(ml2d_cfg, ps.table)
+        settings = strategy.settings(ml2d_cfg, ps.table)
         rows = chunk_rows(ps.n, chunk_size, chunk)
         images = ps.read(rows)
+        data = strategy.particle_data(ps.table, rows, settings)
         n_total = ps.n
-        if ml2d_cfg["fourier"]:
-            from cryosnake import mlf2d
-
-            ctf, defocus_groups, _ = mlf2d.particle_groups(ps.table, settings)
     generated_start = iteration == 0 and not ml2d_cfg["references"]
     groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]
               if generated_start else None)
-    if ml2d_cfg["fourier"]:
-        state = ParticleState.load(previous_state) if previous_state else None
-        chunk_ctf = None if ctf is None else ctf.subset(rows)
-        chunk_groups = defocus_groups[rows]
-    else:
-        state = (ParticleState.load(previous_state) if previous_state
-                 else ParticleState.initial(len(rows), model.n_classes, settings))
-        chunk_ctf = chunk_groups = None
+    state = ParticleState.load(previous_state) if previous_state else None
     sums, assignments, new_state = estep_with_progress(
-        images, model, settings, state, groups, get_backend(backend),
-        f"E-step {iteration:03d}/{chunk:04d}", ctf=chunk_ctf, defocus_groups=chunk_groups)
+        strategy, images, model, settings, state, data, groups, get_backend(backend),
+        f"E-step {iteration:03d}/{chunk:04d}")
     sums.save(out_sums)
     new_state.save(out_state)
     save_npz(out_assignments, rows=rows, **assignments)
@@ -191,61 +123,43 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
           f"LL {sums.loglik_sum:.6g}")
 
 
-def estep_with_progress(images, model, settings, state, groups, backend, label,
-                        batch: int = 1000, ctf=None, defocus_groups=None):
+def estep_with_progress(strategy: Classifier2D, images, model, settings, state, data, groups,
+                        backend, label, batch: int = 1000):
     """The E-step of a chunk in sub-batches of ``batch`` particles, with a progress bar
-    (particles/s) on stderr (the job's log). Sums add up exactly over sub-batches.
+    (particles/s) on stderr (the job's log). Sums add up over sub-batches (exactly, up to the
+    order of the floating-point additions, which the fixed ``batch`` keeps the same from run
+    to run); ``state=None``: a fresh state.
 
     Each call sets up its references (rotations, fast-mode operands) anew: with sub-batches of
     250, 3000 particles of 64 px (K=10) took 9.8-11.9 s against 8.5 s with 1000 and 8.3 s in
-    one call (issue 16), so a batch is 1000.
-
-    With :class:`MLF2DSettings <cryosnake.mlf2d.MLF2DSettings>` it runs
-    :func:`cryosnake.mlf2d.estep` with the chunk's ``ctf`` parameters and ``defocus_groups``
-    (``state=None``: a fresh state)."""
+    one call (issue 16), so a batch is 1000."""
     n = len(images)
     parts = []
-    # MLF2DSettings exist only once cryosnake.mlf2d is imported (an ML2D job does not import it)
-    mlf2d = sys.modules.get("cryosnake.mlf2d")
-    fourier = mlf2d is not None and isinstance(settings, mlf2d.MLF2DSettings)
     with tqdm(total=n, unit="particle", desc=label, mininterval=5.0, file=sys.stderr) as bar:
         for start in range(0, n, batch):
             sel = slice(start, min(n, start + batch))
-            labels = None if groups is None else groups[sel]
-            if fourier:
-                parts.append(mlf2d.estep(
-                    images[sel], model, settings,
-                    None if ctf is None else ctf.subset(np.arange(sel.start, sel.stop)),
-                    defocus_groups[sel], None if state is None else state.subset(sel),
-                    group_labels=labels, backend=backend))
-            else:
-                parts.append(estep(images[sel], model, settings, state.subset(sel),
-                                   group_labels=labels, backend=backend))
+            parts.append(strategy.estep(
+                images[sel], model, settings, None if state is None else state.subset(sel),
+                None if data is None else data.subset(sel),
+                None if groups is None else groups[sel], backend))
             bar.update(sel.stop - sel.start)
     sums = sum((p[0] for p in parts[1:]), parts[0][0])
-    assignments = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
-    return sums, assignments, ParticleState.concatenate(p[2] for p in parts)
+    return (sums, join_assignments(p[1] for p in parts),
+            ParticleState.concatenate(p[2] for p in parts))
 
 
 def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model,
               out_refs) -> ML2DModel:
-    """Gather the chunk sums and update the model (spec §1.8–1.10)."""
-    settings = settings_from_config(ml2d_cfg)
-    model = load_model(model_json, ml2d_cfg)
-    if ml2d_cfg["fourier"]:
-        from cryosnake import mlf2d
-
-        new = mlf2d.mstep(model, sum(mlf2d.MLF2DSums.load(p) for p in sums_paths), settings)
-    else:
-        new = mstep(model, sum(Sums.load(p) for p in sums_paths), settings)
+    """Gather the chunk sums and update the model (spec §1.8–1.10, §2.9)."""
+    strategy = classifier(ml2d_cfg["fourier"])
+    settings = strategy.settings(ml2d_cfg)
+    model = strategy.model_type.load(model_json)
+    new = strategy.mstep(model, sum(strategy.sums_type.load(p) for p in sums_paths), settings)
     new.save(out_model, out_refs, sampling)
     change = np.nanmax(new.signal_change) if np.isfinite(new.signal_change).any() else np.nan
-    extra = ""
-    if ml2d_cfg["fourier"]:
-        extra = f", best class SSNR at the limit {new.ssnr[:, new.shell_high].max():.3g}"
     print(f"M-step iteration {new.iteration}: LL {new.loglik:.8g}, <Pmax> {new.ave_pmax:.4f}, "
           f"sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, max change {change:.4g}, "
-          f"converged {new.converged}{extra}")
+          f"converged {new.converged}{strategy.mstep_summary(new)}")
     return new
 
 
@@ -255,7 +169,7 @@ def load_assignments(paths) -> dict[str, np.ndarray]:
     for p in paths:
         with np.load(p) as z:
             parts.append({k: z[k] for k in z.files})
-    out = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    out = join_assignments(parts)
     order = np.argsort(out["rows"], kind="stable")
     return {k: v[order] for k, v in out.items()}
 

@@ -1,0 +1,79 @@
+"""One interface for the two 2D classifications: the operations the ML2D jobs need
+(:mod:`cryosnake.pipeline.ml2d`), implemented once for ML2D (:class:`cryosnake.ml2d.strategy.ML2D`)
+and once for MLF2D (:class:`cryosnake.mlf2d.strategy.MLF2D`), and chosen once per run by
+:func:`classifier`.
+
+A job reads files and hands arrays to the strategy; the strategy calls the numerics:
+
+    strategy = classifier(ml2d_cfg["fourier"])
+    settings = strategy.settings(ml2d_cfg, table)
+    model = strategy.start(ml2d_cfg, settings, table, chunks, sampling, box, references)
+    data = strategy.particle_data(table, rows, settings)          # per chunk
+    sums, assignments, new_state = strategy.estep(images, model, settings, state, data,
+                                                  group_labels, backend)
+    new_model = strategy.mstep(model, sum(strategy.sums_type.load(p) for p in paths), settings)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class Classifier2D(Protocol):
+    """What the jobs of one run need from ML2D or MLF2D.
+
+    * ``name``: ``"ML2D"`` or ``"MLF2D"`` (for logs).
+    * ``model_type``: the model class (``load(model_json)``, ``save(json, mrcs, sampling)``).
+    * ``sums_type``: the additive statistics of an E-step (``load``, ``save``, ``zeros``, ``+``).
+    """
+
+    name: str
+    model_type: type
+    sums_type: type
+
+    def settings(self, ml2d_cfg: dict, table=None):
+        """The ``ml2d:`` config section as settings; ``table``: the merged particle table
+        (``None`` where no setting depends on it, as in the M-step)."""
+
+    def start(self, ml2d_cfg: dict, settings, table,
+              chunks: Iterable[tuple[np.ndarray, np.ndarray]], sampling: float, box: int,
+              references: np.ndarray | None):
+        """The model before the first E-step, from ``chunks`` of ``(rows, images [n, N, N])``
+        covering every particle once (``references [K, N, N]``: user references, else
+        "generate classes"); prints a summary to the job's log."""
+
+    def particle_data(self, table, rows: np.ndarray, settings) -> Any:
+        """What the E-step needs of the particles ``rows`` besides their images (``None``
+        for ML2D; MLF2D: their CTF and defocus groups). Has ``subset(index)`` if not None."""
+
+    def estep(self, images: np.ndarray, model, settings, state, data, group_labels, backend):
+        """One E-step on a chunk: ``(sums, assignments, new_state)``; ``state=None``: a fresh
+        :class:`~cryosnake.ml2d.ParticleState`; ``data``: :meth:`particle_data` of the chunk."""
+
+    def mstep(self, model, sums, settings):
+        """The next model from the sums of all chunks."""
+
+    def mstep_summary(self, model) -> str:
+        """Extra text for the M-step's log line (``""`` for none)."""
+
+
+def classifier(fourier: bool) -> Classifier2D:
+    """The strategy of a run: MLF2D with ``ml2d.fourier``, else ML2D. Imports only the one it
+    returns (an ML2D job does not import MLF2D)."""
+    if fourier:
+        from cryosnake.mlf2d.strategy import MLF2D
+
+        return MLF2D()
+    from cryosnake.ml2d.strategy import ML2D
+
+    return ML2D()
+
+
+def join_assignments(parts: Iterable[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-particle assignments of consecutive chunks (dicts of ``[n_c]`` arrays with the same
+    keys) joined in order into one dict of ``[sum n_c]`` arrays."""
+    parts = list(parts)
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}

@@ -1,0 +1,67 @@
+"""ML2D as a :class:`~cryosnake.classify2d.strategy.Classifier2D`: the operations the
+workflow's jobs call, on arrays (the jobs read and write the files)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .estep import estep
+from .initial import initial_model_from_average, initial_model_from_references
+from .model import ML2DModel
+from .mstep import mstep
+from .settings import ML2DSettings
+from .sums import Sums
+
+
+def settings_keywords(ml2d: dict) -> dict:
+    """The settings of the ``ml2d:`` config section that ML2D and MLF2D share, as keywords of
+    :class:`ML2DSettings`. ``particle_diameter: auto`` with ``norm`` is 0 here (resolved
+    from the box later)."""
+    keywords = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
+                    fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
+                    offset_std=ml2d["offset_std"], seed=ml2d["seed"],
+                    particle_diameter=(0.0 if ml2d["particle_diameter"] == "auto" and ml2d["norm"]
+                                       else ml2d["particle_diameter"]),
+                    reseed_fraction=ml2d["reseed_fraction"],
+                    reseed_iterations=ml2d["reseed_iterations"])
+    if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
+        keywords["max_iterations"] = ml2d["max_iterations"]
+    return keywords
+
+
+class ML2D:
+    """Real-space ML2D (spec §1): one global average or the user references to start, no
+    per-particle data besides the images."""
+
+    name = "ML2D"
+    model_type = ML2DModel
+    sums_type = Sums
+
+    def settings(self, ml2d_cfg: dict, table=None) -> ML2DSettings:
+        return ML2DSettings(**settings_keywords(ml2d_cfg))
+
+    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references) -> ML2DModel:
+        """The user references, else the global average of all particles (§1.11)."""
+        if references is not None:
+            model = initial_model_from_references(references, settings, sampling)
+        else:
+            total, n = np.zeros((box, box)), 0
+            for rows, images in chunks:
+                total += images.sum(axis=0, dtype=np.float64)
+                n += len(rows)
+            model = initial_model_from_average(total / n, settings, sampling)
+        print(f"start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
+              f"xi {model.sigma_offset:.4g}")
+        return model
+
+    def particle_data(self, table, rows, settings) -> None:
+        return None
+
+    def estep(self, images, model, settings, state, data, group_labels, backend):
+        return estep(images, model, settings, state, group_labels=group_labels, backend=backend)
+
+    def mstep(self, model, sums, settings) -> ML2DModel:
+        return mstep(model, sums, settings)
+
+    def mstep_summary(self, model) -> str:
+        return ""
