@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cryosnake.classify2d.strategy import join_assignments
+
 from .estep import estep
 from .initial import (
     image_sum,
@@ -39,8 +41,7 @@ def estep_chunked(
         assigns.append(a)
         new_states.append(st)
     total: Sums = sum(sums[1:], sums[0])
-    joined = {k: np.concatenate([a[k] for a in assigns]) for k in assigns[0]}
-    return total, joined, new_states
+    return total, join_assignments(assigns), new_states
 
 
 def run_ml2d(

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cryosnake.classify2d.strategy import join_assignments
 from cryosnake.ml2d.initial import random_group_labels
 
 from .estep import estep
@@ -63,7 +64,7 @@ def run_mlf2d(
                                backend))
             states[c] = parts[-1][2]
         total = sum(p[0] for p in parts)
-        assignments = {k: np.concatenate([p[1][k] for p in parts]) for k in parts[0][1]}
+        assignments = join_assignments(p[1] for p in parts)
         model = mstep(model, total, settings)
         history.append(model)
         if callback:
