@@ -9,7 +9,8 @@ Workflow interface (one E-step job per particle chunk, one M-step that gathers):
 Modules: :mod:`.settings`, :mod:`.model`, :mod:`.state`, :mod:`.sums`, :mod:`.hypotheses`
 (the discrete search space), :mod:`.references` (rotated reference bank), :mod:`.estep`,
 :mod:`.mstep`, :mod:`.initial` (initial models), :mod:`.poses` (output pose convention),
-:mod:`.run` (in-memory loop).
+:mod:`.strategy` (ML2D for the jobs, :mod:`cryosnake.classify2d.strategy`), :mod:`.run`
+(in-memory loop).
 """
 
 from .estep import estep

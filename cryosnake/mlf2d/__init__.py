@@ -11,7 +11,8 @@ Workflow interface (one E-step job per particle chunk, one M-step that gathers):
 
 Modules: :mod:`.settings`, :mod:`.model`, :mod:`.sums`, :mod:`.fourier` (points, shells,
 flips), :mod:`.groups` (CTF per particle, defocus groups), :mod:`.wiener` (SSNR, Wiener
-filters, resolution limits), :mod:`.initial`, :mod:`.estep`, :mod:`.mstep`, :mod:`.run`.
+filters, resolution limits), :mod:`.initial`, :mod:`.estep`, :mod:`.mstep`, :mod:`.strategy`
+(MLF2D for the jobs, :mod:`cryosnake.classify2d.strategy`), :mod:`.run`.
 """
 
 from .estep import estep

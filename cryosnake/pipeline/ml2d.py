@@ -1,6 +1,7 @@
 """Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs. With
-``ml2d.fourier`` the same jobs run MLF2D (:mod:`cryosnake.mlf2d`): the CTF of each chunk's
-particles comes from the particle STAR, the defocus groups from the whole table.
+``ml2d.fourier`` the same jobs run MLF2D (:mod:`cryosnake.mlf2d`): each job picks its
+strategy once (:func:`cryosnake.classify2d.strategy.classifier`); MLF2D's takes the CTF of
+each chunk's particles from the particle STAR, the defocus groups from the whole table.
 
 Files of one run (``{outdir}/ml2d``):
 
