@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from ml2d_sim import make_views, simulate
 
+from cryosnake.kernels import cpu
 from cryosnake.kernels.cpu import image as cpu_image
 from cryosnake.kernels.cpu import ml2d as cpu_ml2d
 from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, estep, mstep
@@ -282,7 +283,7 @@ def test_iteration_parity(cuda_backend, dataset, psi_step, fast, norm, precision
         state.norm_scale[:] = r.uniform(0.8, 1.3, N_IMG)
         state.background[:] = r.normal(0.0, 0.2, N_IMG)
     runs = {}
-    for name, backend in (("cpu", None), ("cuda", cuda_backend)):
+    for name, backend in (("cpu", cpu), ("cuda", cuda_backend)):
         debug = {}
         sums, assign, new_state = estep(
             images, model, settings, state, backend=backend, debug=debug

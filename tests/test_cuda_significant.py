@@ -305,9 +305,9 @@ def test_significant_iteration_matches_cpu(cuda_backend, matmul_calls):
     phantom = gaussian_phantom(n, seed=3, n_blobs=4)
     images, *_ = simulated_averages(phantom, 4, snr=10.0, seed=4)
     settings = SignificantSettings(symmetry="c2", angular_sampling=40.0, iterations=3)
-    vol_c, ang_c = run_iteration(images, phantom, settings, 1, backend="cpu")
+    vol_c, ang_c = run_iteration(images, phantom, settings, 1, backend=cpu)
     assert matmul_calls["cpu"] > 0 and matmul_calls["cuda"] == 0
-    vol_g, ang_g = run_iteration(images, phantom, settings, 1, backend="cuda")
+    vol_g, ang_g = run_iteration(images, phantom, settings, 1, backend=cuda_backend)
     assert matmul_calls["cuda"] > 0  # the gallery products ran on the cuda backend
     assert len(ang_c) > 2 * len(images)  # several significant directions per image
     np.testing.assert_array_equal(ang_g["image"], ang_c["image"])

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake import masks
-from cryosnake.kernels import cpu as _cpu
+from cryosnake.kernels import cpu
 
 from .hypotheses import (
     FLIP_MATRICES,
@@ -237,7 +237,7 @@ def estep(
     settings: ML2DSettings,
     state: ParticleState | None = None,
     group_labels: np.ndarray | None = None,
-    backend=None,
+    backend=cpu,
     debug: dict | None = None,
 ) -> tuple[Sums, dict, ParticleState]:
     """One E-step over a chunk of particles (spec §1.6, §3A).
@@ -265,7 +265,6 @@ def estep(
     before the M-step's renormalisation (divide by ``new_model.norm_scale_mean`` to refer it to
     the new model).
     """
-    backend = _cpu if backend is None else backend
     n = int(images.shape[0])
     ctx = _Context(model, settings, backend)
     N, D, K, n_psi, F = ctx.n, ctx.D, ctx.K, ctx.n_psi, ctx.F

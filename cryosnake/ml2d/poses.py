@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.kernels import cpu as _cpu
+from cryosnake.kernels import cpu
 
 _MIRROR = np.array([[[-1, 0], [0, 1]]])
 
@@ -41,7 +41,7 @@ def hypothesis_to_pose(theta_deg, mirror, tx, ty):
     )
 
 
-def apply_pose(image, psi_deg, origin_x_px, origin_y_px, mirror, backend=_cpu) -> np.ndarray:
+def apply_pose(image, psi_deg, origin_x_px, origin_y_px, mirror, backend=cpu) -> np.ndarray:
     """``Rot_{-psi}[Mir^mu[Sh_{+o}[X]]]``: bring particles onto their class average.
 
     ``image``: ``[N, N]`` with scalar pose, or ``[n, N, N]`` with ``[n]`` pose arrays. The shift

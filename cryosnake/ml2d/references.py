@@ -7,20 +7,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cryosnake.kernels import cpu as _cpu
+from cryosnake.kernels import cpu
 
 
 def outer_ring_mean(images: np.ndarray) -> np.ndarray:
     """Mean of each image over its pixels with ``r >= N/2`` (spec §1.5 step 1): ``[..., N, N]``."""
     n = images.shape[-1]
-    outer = _cpu.circular_mask(n, inside=False)
+    outer = cpu.circular_mask(n, inside=False)
     return images[..., outer].mean(axis=-1)
 
 
 def fill_outside(images: np.ndarray, values: np.ndarray) -> np.ndarray:
     """Set the pixels with ``r > N/2`` of each image to ``values`` (broadcast over ``[...]``)."""
     n = images.shape[-1]
-    outside = ~_cpu.circular_mask(n, inside=True)
+    outside = ~cpu.circular_mask(n, inside=True)
     out = np.array(images, dtype=np.float64, copy=True)
     out[..., outside] = np.asarray(values, dtype=np.float64)[..., None]
     return out
@@ -44,7 +44,7 @@ class ReferenceBank:
     psi_deg: np.ndarray
 
 
-def reference_bank(references: np.ndarray, psi_deg: np.ndarray, backend=_cpu) -> ReferenceBank:
+def reference_bank(references: np.ndarray, psi_deg: np.ndarray, backend=cpu) -> ReferenceBank:
     """Build the reference bank of §1.5 for ``references`` ``[K, N, N]`` and angles ``psi_deg``."""
     refs = np.asarray(references, dtype=np.float64)
     k, n, _ = refs.shape
@@ -66,7 +66,7 @@ def reference_bank(references: np.ndarray, psi_deg: np.ndarray, backend=_cpu) ->
     )
 
 
-def back_rotate_sums(S: np.ndarray, psi_deg: np.ndarray, backend=_cpu) -> np.ndarray:
+def back_rotate_sums(S: np.ndarray, psi_deg: np.ndarray, backend=cpu) -> np.ndarray:
     """``M_k = sum_j MaskFill(Rot_{+psi_j}[S_kj])`` (spec §1.8): ``[K, n_psi, N, N] -> [K, N, N]``.
 
     ``MaskFill``: the mean of the un-rotated ``S_kj`` over ``r >= N/2`` replaces the rotated

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cryosnake.classify2d.strategy import join_assignments
+from cryosnake.kernels import cpu
 
 from .estep import estep
 from .initial import (
@@ -27,7 +28,7 @@ from .sums import Sums
 
 
 def estep_chunked(
-    images, model, settings, states, group_labels=None, chunk_size=None, backend=None
+    images, model, settings, states, group_labels=None, chunk_size=None, backend=cpu
 ):
     """E-step over ``images`` in chunks; returns summed Sums, joined assignments and states."""
     n = images.shape[0]
@@ -50,7 +51,7 @@ def run_ml2d(
     references: np.ndarray | None = None,
     max_iterations: int | None = None,
     chunk_size: int | None = None,
-    backend=None,
+    backend=cpu,
     callback: Callable[[ML2DModel, dict], None] | None = None,
     sampling: float = 1.0,
 ) -> tuple[ML2DModel, dict, list[ML2DModel]]:

@@ -46,7 +46,7 @@ import math
 import numpy as np
 
 from cryosnake import masks
-from cryosnake.kernels import cpu as _cpu
+from cryosnake.kernels import cpu
 from cryosnake.ml2d.estep import hypothesis_log_priors, output_classes
 from cryosnake.ml2d.hypotheses import FLIP_MATRICES, log_offset_prior, psi_grid, total_angle
 from cryosnake.ml2d.poses import hypothesis_to_pose
@@ -160,7 +160,7 @@ def estep(
     groups: np.ndarray | None = None,
     state: ParticleState | None = None,
     group_labels: np.ndarray | None = None,
-    backend=None,
+    backend=cpu,
     debug: dict | None = None,
 ) -> tuple[MLF2DSums, dict, ParticleState]:
     """One MLF2D E-step over a chunk of particles. Returns ``(sums, assignments, new_state)``.
@@ -182,7 +182,6 @@ def estep(
     ``origin_y_px``, ``mirror``, ``max_posterior``, ``loglik``, ``norm_scale`` = 1,
     ``background`` = 0) in the output pose convention of :mod:`cryosnake.ml2d.poses`.
     """
-    backend = _cpu if backend is None else backend
     n = int(images.shape[0])
     # a fresh state (no stored offsets yet) gets the complete search
     ctx = _Context(model, settings, backend, two_stage=settings.fast and state is not None)

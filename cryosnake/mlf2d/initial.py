@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake import masks
-from cryosnake.kernels import cpu as _cpu
+from cryosnake.kernels import cpu
 from cryosnake.ml2d.sums import AdditiveStats
 
 from .fourier import (
@@ -56,10 +56,9 @@ class StartStatistics(AdditiveStats):
 
 
 def start_statistics(images, ctf, groups, n_groups: int, sampling: float,
-                     settings: MLF2DSettings, backend=None, batch: int = 512) -> StartStatistics:
+                     settings: MLF2DSettings, backend=cpu, batch: int = 512) -> StartStatistics:
     """:class:`StartStatistics` of ``images`` ``[n, N, N]`` with CTF parameters ``ctf``
     (``None``: no CTF) and defocus groups ``groups`` ``[n]``."""
-    backend = _cpu if backend is None else backend
     n_img, n = images.shape[0], images.shape[-1]
     kx, ky = independent_points(n)
     shell = shell_of(kx, ky)

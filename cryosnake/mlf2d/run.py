@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 
 from cryosnake.classify2d.strategy import join_assignments
+from cryosnake.kernels import cpu
 from cryosnake.ml2d.initial import random_group_labels
 
 from .estep import estep
@@ -30,7 +31,7 @@ def run_mlf2d(
     references: np.ndarray | None = None,
     max_iterations: int | None = None,
     chunk_size: int | None = None,
-    backend=None,
+    backend=cpu,
     callback: Callable[[MLF2DModel, dict], None] | None = None,
 ) -> tuple[MLF2DModel, dict, list[MLF2DModel]]:
     """Run MLF2D to convergence (or ``max_iterations``, default ``settings.max_iterations``).

@@ -101,7 +101,9 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
 def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
               backend: str, model_json, previous_state, out_sums, out_state,
               out_assignments) -> None:
-    """E-step of one particle chunk against the model of the previous iteration."""
+    """E-step of one particle chunk against the model of the previous iteration; ``backend``: the
+    kernel backend's name (``cpu`` or ``cuda``)."""
+    kernels = get_backend(backend)
     strategy = classifier(ml2d_cfg["fourier"])
     model = strategy.model_type.load(model_json)
     with ParticleStack(particles_star) as ps:
@@ -115,7 +117,7 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
               if generated_start else None)
     state = ParticleState.load(previous_state) if previous_state else None
     sums, assignments, new_state = estep_with_progress(
-        strategy, images, model, settings, state, data, groups, get_backend(backend),
+        strategy, images, model, settings, state, data, groups, kernels,
         f"E-step {iteration:03d}/{chunk:04d}")
     sums.save(out_sums)
     new_state.save(out_state)

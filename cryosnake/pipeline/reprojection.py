@@ -24,6 +24,7 @@ import pandas as pd
 from cryosnake import plots
 from cryosnake.io import mrc, star
 from cryosnake.io.jsonfile import read_json
+from cryosnake.kernels import cpu, get_backend
 from cryosnake.significant.reprojection import best_rows, masked_ncc, reproject
 from cryosnake.volume3d.volume_ops import fourier_resize
 
@@ -34,7 +35,7 @@ POSE_COLUMNS = ["rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi", "rlnOriginXAngst",
 
 
 def reprojection_table(volume, averages, angles: pd.DataFrame, names, sampling_A: float,
-                       stack_name: str = "reprojections.mrcs", backend="cpu"):
+                       stack_name: str = "reprojections.mrcs", backend=cpu):
     """The check on arrays: ``volume`` ``[N, N, N]`` and ``averages`` ``[n, N, N]`` on the same
     grid of ``sampling_A`` Å/px, ``angles`` the ``angles.star`` table, ``names`` of the
     averages. Returns ``(table, projections [n, N, N])`` (table: module docstring)."""
@@ -70,8 +71,10 @@ def reprojection_table(volume, averages, angles: pd.DataFrame, names, sampling_A
 
 
 def reprojection_job(volume_mrc, angles_star, averages_mrcs, info_json, out_star, out_stack,
-                     out_png, backend="cpu") -> pd.DataFrame:
-    """Reprojection check of the final outputs of Reconstruct Significant (module docstring)."""
+                     out_png, backend: str = "cpu") -> pd.DataFrame:
+    """Reprojection check of the final outputs of Reconstruct Significant (module docstring);
+    ``backend``: the kernel backend's name."""
+    kernels = get_backend(backend)
     info = read_json(info_json)
     averages = mrc.read_stack(averages_mrcs)
     n = int(info["box"])
@@ -80,7 +83,7 @@ def reprojection_job(volume_mrc, angles_star, averages_mrcs, info_json, out_star
         volume = fourier_resize(volume, n)
     angles, optics = star.read_particles(angles_star)
     table, projections = reprojection_table(volume, averages, angles, info["names"],
-                                            float(info["sampling"]), str(out_stack), backend)
+                                            float(info["sampling"]), str(out_stack), kernels)
     if optics is None:
         optics = pd.DataFrame({"rlnOpticsGroup": [1], "rlnOpticsGroupName": ["opticsGroup1"],
                                "rlnImagePixelSize": [info["input_sampling"]],

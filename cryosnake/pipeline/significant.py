@@ -22,6 +22,7 @@ from cryosnake.errors import InputError
 from cryosnake.io import mrc, star
 from cryosnake.io.jsonfile import read_json
 from cryosnake.io.particles import read_image_stack, resolve_stack
+from cryosnake.kernels import get_backend
 from cryosnake.significant.iteration import (
     SignificantSettings,
     finalize_volume,
@@ -148,7 +149,9 @@ def _info(path) -> dict:
 
 
 def start_job(averages, info_json, sig_cfg: dict, reference, backend: str, out_volume) -> None:
-    """Iteration-0 volume: the reference (resampled to the working grid) or a random start."""
+    """Iteration-0 volume: the reference (resampled to the working grid) or a random start.
+    ``backend``: the kernel backend's name (``cpu`` or ``cuda``)."""
+    kernels = get_backend(backend)
     settings = settings_from_config(sig_cfg)
     info = _info(info_json)
     images = mrc.read_stack(averages)
@@ -161,7 +164,7 @@ def start_job(averages, info_json, sig_cfg: dict, reference, backend: str, out_v
         ref_sampling = mrc.header_info(reference)["sampling"] or info["input_sampling"]
     try:
         volume = initial_volume(images, settings, info["sampling"], ref, ref_sampling,
-                                backend=backend)
+                                backend=kernels)
     except ValueError as err:
         raise InputError(f"significant.reference = {reference}: {err}") from err
     mrc.write_volume(out_volume, volume, info["sampling"])
@@ -169,7 +172,9 @@ def start_job(averages, info_json, sig_cfg: dict, reference, backend: str, out_v
 
 def iteration_job(averages, info_json, volume_in, iteration: int, sig_cfg: dict, backend: str,
                   out_volume, out_angles, out_stats) -> None:
-    """One Reconstruct Significant iteration (spec §3.1)."""
+    """One Reconstruct Significant iteration (spec §3.1); ``backend``: the kernel backend's name
+    (``cpu`` or ``cuda``)."""
+    kernels = get_backend(backend)
     settings = settings_from_config(sig_cfg)
     info = _info(info_json)
     images = mrc.read_stack(averages)
@@ -177,7 +182,7 @@ def iteration_job(averages, info_json, volume_in, iteration: int, sig_cfg: dict,
     volume, angles = run_iteration(
         images, previous, settings, iteration, settings.iterations,
         sampling_A=info["sampling"], input_sampling_A=info["input_sampling"],
-        full_resolution=iteration == settings.iterations, backend=backend)
+        full_resolution=iteration == settings.iterations, backend=kernels)
     mrc.write_volume(out_volume, volume, info["sampling"])
     write_angles(out_angles, angles, info)
     counts = np.bincount(angles["image"].to_numpy(), minlength=len(images))

@@ -49,7 +49,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.fft
 
-from cryosnake.kernels import get_backend
+from cryosnake.kernels import cpu
 from cryosnake.volume3d.projector import VolumeFT, fft_workers, project, project_polar
 
 __all__ = [
@@ -98,14 +98,13 @@ def make_polar_grid(n: int, lowpass: float = GALLERY_LOWPASS, n_phi: int | None 
     return PolarGrid(n=n, radii=np.arange(1, R + 1, dtype=np.float64), n_phi=int(n_phi))
 
 
-def images_polar(images, grid: PolarGrid, block: int = 32, backend="cpu") -> np.ndarray:
+def images_polar(images, grid: PolarGrid, block: int = 32, backend=cpu) -> np.ndarray:
     """Exact DFT of ``images`` (``[n, N, N]``, centre ``N // 2``) at the ring points.
 
     ``I^(k) = sum_{y, x} I[y, x] exp(-2 pi i (kx (x - c) + ky (y - c)) / N)``; returns
     ``(n, R, n_phi)`` complex64. Separable: a matrix product over x (``block`` images per
     ``batched_matmul`` of the backend), then a sum over y.
     """
-    kern = get_backend(backend) if isinstance(backend, str) else backend
     images = np.asarray(images, dtype=np.float32)
     n_img, n, _ = images.shape
     c = n // 2
@@ -114,10 +113,10 @@ def images_polar(images, grid: PolarGrid, block: int = 32, backend="cpu") -> np.
     ex = np.exp(-2j * np.pi * np.outer(pos, k[:, 0]) / n).astype(np.complex64)  # (x, p)
     ey = np.exp(-2j * np.pi * np.outer(pos, k[:, 1]) / n).astype(np.complex64)  # (y, p)
     out = np.empty((n_img, len(k)), dtype=np.complex64)
-    ex = kern.device_operand(ex)  # reused by every block
+    ex = backend.device_operand(ex)  # reused by every block
     for s in range(0, n_img, block):
         blk = images[s:s + block].astype(np.complex64)
-        rows = kern.batched_matmul(blk, ex)  # (b, y, p)
+        rows = backend.batched_matmul(blk, ex)  # (b, y, p)
         out[s:s + block] = np.einsum("byp,yp->bp", rows, ey)
     return out.reshape(n_img, len(grid.radii), grid.n_phi)
 
@@ -221,7 +220,7 @@ def _parabolic(xc, iy, ix, axis: int) -> np.ndarray:
 def align_to_gallery(images, vft: VolumeFT, rot, tilt, grid: PolarGrid | None = None,
                      max_shift: float = -1.0, imed: bool = True, top_k: int = 4,
                      rounds: int = 2, shift_step: float = 1.0, block: int | None = None,
-                     backend="cpu") -> AlignmentResult:
+                     backend=cpu) -> AlignmentResult:
     """Align every image to every gallery direction ``(rot, tilt, psi = 0)`` of ``vft``.
 
     ``images``: ``[n_img, N, N]``; ``vft``: the prepared volume
@@ -230,15 +229,14 @@ def align_to_gallery(images, vft: VolumeFT, rot, tilt, grid: PolarGrid | None = 
     together (default: as many as fit in about 256 MB of correlation coefficients). Returns an
     :class:`AlignmentResult`.
     """
-    kern = get_backend(backend) if isinstance(backend, str) else backend
-    limiter = getattr(kern, "blas_single_thread", None)
+    limiter = getattr(backend, "blas_single_thread", None)
     with limiter() if limiter is not None else contextlib.nullcontext():
         return _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_step,
-                      block, kern)
+                      block, backend)
 
 
 def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_step, block,
-           kern) -> AlignmentResult:
+           backend) -> AlignmentResult:
     images = np.asarray(images, dtype=np.float32)
     n_img, n, _ = images.shape
     if vft.n != n:
@@ -249,14 +247,14 @@ def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_s
     grid = grid or make_polar_grid(n)
     w = grid.ring_weights
     gauss = grid.gauss
-    Ipol = images_polar(images, grid, backend=kern)  # (n_img, R, n_phi)
-    Gpol = project_polar(vft, rot, tilt, grid.radii, grid.n_phi, backend=kern)
+    Ipol = images_polar(images, grid, backend=backend)  # (n_img, R, n_phi)
+    Gpol = project_polar(vft, rot, tilt, grid.radii, grid.n_phi, backend=backend)
     # energies over the band (rotation and shift invariant)
     e_img = np.einsum("r,irl->i", w, np.abs(Ipol) ** 2)
     e_gal = np.einsum("r,drl->d", w, np.abs(Gpol) ** 2)
     # stage 1: a centre per image
     centre = _global_centres(images, np.abs(Ipol) ** 2, np.abs(Gpol) ** 2, vft, rot, tilt,
-                             grid, max_shift, top_k, kern)
+                             grid, max_shift, top_k, backend)
     # stage 2 operands: gallery ring FFTs, weighted and conjugated, (n_m, R, n_dir)
     n_m = grid.n_phi // 2 + 1
     FG = scipy.fft.fft(Gpol, axis=-1)[..., :n_m]
@@ -265,8 +263,8 @@ def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_s
     Bd = (_flush(np.ascontiguousarray(np.conj(FG * (w32 * gauss.astype(np.float32)[None, :, None]))
                                       .transpose(2, 1, 0))) if imed else None)
     # handles reused by every block (on the device with the cuda backend)
-    Bc = kern.device_operand(Bc)
-    Bd = kern.device_operand(Bd) if imed else None
+    Bc = backend.device_operand(Bc)
+    Bd = backend.device_operand(Bd) if imed else None
     side = 3
     offs = (np.stack(np.meshgrid(np.arange(side) - 1, np.arange(side) - 1, indexing="ij"),
                      axis=-1).reshape(-1, 2)[:, ::-1] * shift_step)  # t = ty*3 + tx -> (ox, oy)
@@ -291,12 +289,12 @@ def _align(images, vft, rot, tilt, grid, max_shift, imed, top_k, rounds, shift_s
             FJ = scipy.fft.fft(J, axis=-1, workers=workers)[..., :n_m]
             FJ = FJ.reshape(len(idx) * side * side, len(grid.radii), n_m)
             A = _flush(np.ascontiguousarray(FJ.transpose(2, 0, 1)))  # (n_m, rows, R)
-            A = kern.device_operand(A)  # one upload for C and D
-            C = kern.batched_matmul(A, Bc)  # (n_m, rows, n_dir)
-            D = kern.batched_matmul(A, Bd) if imed else empty
+            A = backend.device_operand(A)  # one upload for C and D
+            C = backend.batched_matmul(A, Bc)  # (n_m, rows, n_dir)
+            D = backend.batched_matmul(A, Bd) if imed else empty
             X = np.conj(C[:m_c + 1, side * side // 2::side * side])  # central shift only
             coarse = scipy.fft.irfft(X, n=n_c, axis=0, workers=workers)
-            p, dx, dy, cv, dv = kern.refine_rotational_peaks(C, D, coarse, side, grid.n_phi, 3)
+            p, dx, dy, cv, dv = backend.refine_rotational_peaks(C, D, coarse, side, grid.n_phi, 3)
             psi[idx] = p
             sx[idx] = centre[idx, 0:1] + dx * shift_step
             sy[idx] = centre[idx, 1:2] + dy * shift_step

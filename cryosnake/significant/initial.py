@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cryosnake.kernels import cpu
 from cryosnake.volume3d.reconstruct import reconstruct
 from cryosnake.volume3d.volume_ops import fourier_resize, raised_cosine_lowpass, spherical_mask
 
@@ -35,7 +36,7 @@ def random_orientations(n: int, rng) -> tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 def random_initial_volume(images, rng=None, symmetry_average: str = "i1",
-                          backend="cpu") -> np.ndarray:
+                          backend=cpu) -> np.ndarray:
     """Reconstruction from random orientations, averaged over ``symmetry_average``, masked."""
     images = np.asarray(images, dtype=np.float32)
     rot, tilt, psi = random_orientations(len(images), rng)

@@ -25,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from cryosnake.kernels import cpu
 from cryosnake.volume3d.projector import prepare_volume
 from cryosnake.volume3d.reconstruct import reconstruct
 from cryosnake.volume3d.symmetry import parse_symmetry
@@ -116,7 +117,7 @@ class SignificantSettings:
 def run_iteration(images, volume, settings: SignificantSettings, iteration: int,
                   n_iterations: int | None = None, *, sampling_A: float | None = None,
                   input_sampling_A: float | None = None, full_resolution: bool | None = None,
-                  backend="cpu") -> tuple[np.ndarray, pd.DataFrame]:
+                  backend=cpu) -> tuple[np.ndarray, pd.DataFrame]:
     """Run iteration ``iteration`` (1-based) of ``n_iterations`` (default
     ``settings.iterations``).
 
@@ -218,7 +219,7 @@ def prepare_images(images, sampling_A: float, settings: SignificantSettings):
 
 def initial_volume(images, settings: SignificantSettings, sampling_A: float | None = None,
                    reference=None, reference_sampling_A: float | None = None,
-                   backend="cpu") -> np.ndarray:
+                   backend=cpu) -> np.ndarray:
     """Iteration-0 volume at the working grid: from ``reference`` or a random start (seeded)."""
     images = np.asarray(images, dtype=np.float32)
     n = images.shape[-1]

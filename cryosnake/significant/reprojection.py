@@ -27,6 +27,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.fft
 
+from cryosnake.kernels import cpu
 from cryosnake.volume3d.projector import fft_workers, prepare_volume, project
 
 __all__ = [
@@ -74,7 +75,7 @@ def shift_images(images, shift_x, shift_y) -> np.ndarray:
     return scipy.fft.irfft2(ft * ramp, s=(n_y, n_x), workers=fft_workers()).astype(np.float32)
 
 
-def reproject(volume, rot, tilt, psi, origin_x_px, origin_y_px, backend="cpu") -> np.ndarray:
+def reproject(volume, rot, tilt, psi, origin_x_px, origin_y_px, backend=cpu) -> np.ndarray:
     """Projections ``[n, N, N]`` (float32) of ``volume`` (``[z, y, x]``, centre ``N // 2``) at
     the poses ``(rot, tilt, psi)`` (degrees, RELION ZYZ) with origins in pixels (RELION sign:
     the projection is moved by ``(-origin_x_px, -origin_y_px)``): what an average assigned to

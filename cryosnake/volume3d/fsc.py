@@ -14,7 +14,7 @@ import scipy.optimize
 from scipy.spatial.transform import Rotation
 
 from cryosnake.geometry import fibonacci_sphere
-from cryosnake.kernels import get_backend
+from cryosnake.kernels import cpu
 
 from .volume_ops import fourier_resize
 
@@ -87,13 +87,12 @@ def _best_translation(ref_ft, vols, n):
 
 
 def align_volume(moving, reference, step_deg: float = 15.0, small: int = 20,
-                 mirror: bool = True, backend="cpu"):
+                 mirror: bool = True, backend=cpu):
     """Rotate/shift (and possibly mirror) ``moving`` onto ``reference``.
 
     Returns ``(aligned, info)`` with ``info = {"matrix", "shift", "mirrored", "cc"}``:
     ``aligned(x) = M_vol(M (x - shift))`` where ``M_vol`` is ``moving`` or its mirror.
     """
-    kern = get_backend(backend) if isinstance(backend, str) else backend
     moving = np.asarray(moving, dtype=np.float32)
     reference = np.asarray(reference, dtype=np.float32)
     n = moving.shape[0]
@@ -110,7 +109,7 @@ def align_volume(moving, reference, step_deg: float = 15.0, small: int = 20,
         vol_s = (vol_s - vol_s.mean()) / (vol_s.std() + 1e-12)
         for s in range(0, len(mats), 512):
             chunk = np.ascontiguousarray(mats[s:s + 512])
-            rots = kern.rotate_volume_batch(vol_s, chunk, np.zeros((len(chunk), 3)))
+            rots = backend.rotate_volume_batch(vol_s, chunk, np.zeros((len(chunk), 3)))
             val, sh = _best_translation(ref_ft, rots, m)
             for j in np.argsort(-val)[:3]:
                 candidates.append((val[j], mirrored, mats[s + j], sh[j] * scale))
@@ -120,7 +119,7 @@ def align_volume(moving, reference, step_deg: float = 15.0, small: int = 20,
 
     def score(params, vol, M0):
         M = Rotation.from_rotvec(params[:3]).as_matrix() @ M0
-        out = kern.rotate_volume(vol, M, params[3:])
+        out = backend.rotate_volume(vol, M, params[3:])
         out = out - out.mean()
         return -float(np.sum(out * ref_c) / (np.linalg.norm(out) * ref_norm + 1e-12))
 
@@ -134,5 +133,5 @@ def align_volume(moving, reference, step_deg: float = 15.0, small: int = 20,
             best = (res.fun, mirrored, Rotation.from_rotvec(res.x[:3]).as_matrix() @ M0,
                     res.x[3:], vol)
     fun, mirrored, M, shift, vol = best
-    aligned = kern.rotate_volume(vol, M, shift)
+    aligned = backend.rotate_volume(vol, M, shift)
     return aligned, {"matrix": M, "shift": shift, "mirrored": mirrored, "cc": -fun}

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.fft
 
 from cryosnake.geometry import euler_to_matrix
-from cryosnake.kernels import get_backend
+from cryosnake.kernels import cpu
 from cryosnake.kernels.cpu.image import fft_workers
 
 __all__ = [
@@ -83,14 +83,13 @@ def _as_prepared(volume, pad: int) -> VolumeFT:
 
 
 def project(volume, rot, tilt, psi=0.0, lowpass: float | None = None, pad: int = 2,
-            backend="cpu") -> np.ndarray:
+            backend=cpu) -> np.ndarray:
     """Projections ``[n, N, N]`` (float32) of ``volume`` at Euler angles (degrees, ZYZ).
 
     ``volume`` is a ``[z, y, x]`` array or a :class:`VolumeFT`. ``lowpass`` (digital frequency,
     e.g. 0.25) zeroes the transform beyond that radius.
     """
     vft = _as_prepared(volume, pad)
-    kern = get_backend(backend) if isinstance(backend, str) else backend
     rot, tilt, psi = np.broadcast_arrays(*(np.atleast_1d(np.asarray(a, float))
                                            for a in (rot, tilt, psi)))
     E = euler_to_matrix(rot, tilt, psi).reshape(-1, 3, 3)
@@ -101,7 +100,7 @@ def project(volume, rot, tilt, psi=0.0, lowpass: float | None = None, pad: int =
     else:
         keep = np.ones(len(coords), dtype=bool)
     vals = np.zeros((len(E), len(coords)), dtype=np.complex64)
-    vals[:, keep] = kern.fourier_slice_sample(vft.ft, E, coords[keep] * vft.pad)
+    vals[:, keep] = backend.fourier_slice_sample(vft.ft, E, coords[keep] * vft.pad)
     vals[:, 0] = vft.total  # exact DC
     spec = vals.reshape(len(E), n, n // 2 + 1)
     imgs = scipy.fft.irfft2(spec, s=(n, n), workers=fft_workers())
@@ -109,18 +108,17 @@ def project(volume, rot, tilt, psi=0.0, lowpass: float | None = None, pad: int =
 
 
 def project_polar(volume, rot, tilt, radii, n_phi: int, pad: int = 2,
-                  backend="cpu") -> np.ndarray:
+                  backend=cpu) -> np.ndarray:
     """Slices of ``volume`` at ``(rot, tilt, psi = 0)`` sampled on polar rings.
 
     ``radii`` in cycles per box (image frequency units); angle ``phi_l = 2 pi l / n_phi`` is
     measured from +kx towards +ky. Returns ``(n_dir, n_rings, n_phi)`` complex64.
     """
     vft = _as_prepared(volume, pad)
-    kern = get_backend(backend) if isinstance(backend, str) else backend
     radii = np.asarray(radii, dtype=np.float64)
     phi = 2.0 * np.pi * np.arange(n_phi) / n_phi
     coords = np.stack([(radii[:, None] * np.cos(phi)).ravel(),
                        (radii[:, None] * np.sin(phi)).ravel()], axis=1)
     E = euler_to_matrix(np.asarray(rot, float), np.asarray(tilt, float), 0.0).reshape(-1, 3, 3)
-    vals = kern.fourier_slice_sample(vft.ft, E, coords * vft.pad)
+    vals = backend.fourier_slice_sample(vft.ft, E, coords * vft.pad)
     return vals.reshape(len(E), len(radii), n_phi)

@@ -37,7 +37,7 @@ import scipy.fft
 import scipy.special
 
 from cryosnake.geometry import euler_to_matrix
-from cryosnake.kernels import get_backend
+from cryosnake.kernels import cpu
 
 from .projector import fft_workers, trilinear_gridding_correction
 from .symmetry import symmetry_matrices
@@ -109,7 +109,7 @@ def _hermitian_complete_x0(num, den):
 
 def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None,
                 image_index=None, symmetry: str = "c1", max_resolution: float = 0.5,
-                pad: int = 2, blob: bool = True, backend="cpu") -> np.ndarray:
+                pad: int = 2, blob: bool = True, backend=cpu) -> np.ndarray:
     """Weighted direct Fourier reconstruction of an ``N^3`` volume (float32, ``[z, y, x]``).
 
     Parameters
@@ -122,7 +122,6 @@ def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None
     symmetry : group name; each row is inserted once per group element.
     max_resolution : digital frequency limit of the insertion (0.5 = Nyquist).
     """
-    kern = get_backend(backend) if isinstance(backend, str) else backend
     images = np.asarray(images, dtype=np.float32)
     if images.ndim != 3 or images.shape[1] != images.shape[2]:
         raise ValueError(f"images must be [n, N, N], got {images.shape}")
@@ -147,7 +146,7 @@ def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None
     shifts = np.ascontiguousarray(np.stack([sx, sy], axis=1), dtype=np.float64)
     # density compensation: central slices crowd near the origin (density ~ 1/|k|)
     ramp = np.maximum(np.hypot(coords[:, 0], coords[:, 1]), 0.5)
-    num, den = kern.fourier_insert(values, coords, idx.astype(np.int64), E, shifts,
+    num, den = backend.fourier_insert(values, coords, idx.astype(np.int64), E, shifts,
                                    np.ascontiguousarray(w, dtype=np.float64),
                                    np.ascontiguousarray(symmetry_matrices(symmetry)), P,
                                    ramp)

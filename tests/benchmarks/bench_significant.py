@@ -63,18 +63,18 @@ def main(argv=None) -> int:
     print(f"cryosnake bench_significant: {args.images} x {args.size} px, {args.symmetry}, "
           f"{args.sampling} deg, schedule {schedule} iterations, backend {args.backend}, "
           f"threads {os.cpu_count()}")
+    backend = get_backend(args.backend)  # fails early, with the reason, where it cannot run
     if args.backend == "cuda":
-        get_backend("cuda")  # fails early, with the reason, where the backend cannot run
         from cryosnake.kernels.cuda.runtime import device_name
 
         print(f"device: {device_name()}", flush=True)
     t0 = time.perf_counter()
-    vol = initial_volume(images, st, backend=args.backend)
+    vol = initial_volume(images, st, backend=backend)
     print(f"initial volume: {time.perf_counter() - t0:.2f} s")
     times, cpu = [], []
     for it in range(1, args.iterations + 1):
         t, c = time.perf_counter(), time.process_time()
-        vol, angles = run_iteration(images, vol, st, it, schedule, backend=args.backend)
+        vol, angles = run_iteration(images, vol, st, it, schedule, backend=backend)
         dt, dc = time.perf_counter() - t, time.process_time() - c
         times.append(dt)
         cpu.append(dc)
@@ -87,7 +87,7 @@ def main(argv=None) -> int:
           f"{np.mean(times[steady]):.2f} s wall, {np.mean(cpu[steady]):.2f} s cpu (all threads)")
     print(f"total: {sum(times):.1f} s")
     if not args.no_check:
-        aligned, info = align_volume(vol, phantom, backend=args.backend)
+        aligned, info = align_volume(vol, phantom, backend=backend)
         print(f"result vs phantom (mirrored: {info['mirrored']}): FSC 0.5 at "
               f"{resolution_period(aligned, phantom):.2f} px, FSC 0.143 at "
               f"{resolution_period(aligned, phantom, 0.143):.2f} px")
