@@ -25,6 +25,7 @@ from significant_phantom import gaussian_phantom, simulated_averages
 
 from cryosnake.ctf import CTFParams, ctf_images
 from cryosnake.kernels import cpu
+from cryosnake.kernels.interface import KernelBackend, kernel_names
 from cryosnake.ml2d import ParticleState
 from cryosnake.mlf2d import MLF2DModel, MLF2DSettings, estep
 from cryosnake.mlf2d.fourier import PointSet, translation_table
@@ -55,6 +56,27 @@ def test_cuda_modules_export_the_cpu_interface(cuda_backend, name):
         # only the host-only context manager is shared; every numerical kernel is a twin
         shared = getattr(gpu_mod, fn) is getattr(cpu_mod, fn)
         assert shared == (fn == "blas_single_thread"), fn
+
+
+def _parameters(f) -> list[tuple]:
+    """Names and defaults of the parameters of ``f`` (of its Python function when jitted)."""
+    return [(p.name, p.default)
+            for p in inspect.signature(getattr(f, "py_func", f)).parameters.values()]
+
+
+@pytest.mark.parametrize("backend_name", ["cpu", "cuda"])
+def test_backends_provide_the_kernel_interface(cuda_backend, backend_name):
+    """Each backend module has every kernel of ``kernels.interface.KernelBackend``, with its
+    parameter names and defaults, and its families export nothing else."""
+    backend = cpu if backend_name == "cpu" else cuda_backend
+    names = kernel_names()
+    exported = [fn for family in ("image", "ml2d", *MODULES) for fn in importlib.import_module(
+        f"cryosnake.kernels.{backend_name}.{family}").__all__]
+    assert sorted(exported) == sorted(names)
+    for fn in names:
+        assert callable(getattr(backend, fn)), fn
+        protocol = _parameters(getattr(KernelBackend, fn))[1:]  # without ``self``
+        assert _parameters(getattr(backend, fn)) == protocol, fn
 
 
 # numba building blocks inlined into the CPU kernels (no kernels of their own, not exported)

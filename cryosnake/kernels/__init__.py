@@ -6,7 +6,9 @@ and never branch on the device themselves. ``cpu`` is numba (parallel) plus ``sc
 a GPU (or numba's CUDA simulator) are present.
 
 Both backends expose the same functions with the same signatures and return host (numpy)
-arrays, so results are interchangeable; see ``cpu/__init__.py`` for the list.
+arrays, so results are interchangeable; ``interface.KernelBackend`` lists them, with shapes,
+units and results. The job layer (``cryosnake.pipeline``) turns the backend's name into its
+module once; everything below it takes the module (default ``kernels.cpu``).
 What the two backends share is written once: ``host`` (numpy-only tables and key sorting
 computed on the host) and ``interp`` (the rotation kernels' scalar helpers, in plain Python,
 compiled by each backend).
