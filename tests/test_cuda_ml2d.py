@@ -226,9 +226,9 @@ def test_block_posteriors_parity(cuda_backend, rng, dtype, entry_cutoff):
     buffer = np.full((9, 5, 5), np.nan)
     got = cuda_backend.ml2d_block_posteriors(*args, **kw, gamma_buffer=buffer)
     want = cpu_ml2d.ml2d_block_posteriors(*args, **kw)
-    assert np.shares_memory(got["gamma"], buffer)
-    assert 4 not in want["kept"] and want["argmax"][2] == 1 * 5 + 3  # the cases are exercised
-    _assert_same_results(got, want)
+    assert np.shares_memory(got.gamma, buffer)
+    assert 4 not in want.kept and want.argmax[2] == 1 * 5 + 3  # the cases are exercised
+    _assert_same_results(vars(got), vars(want))
 
 
 def test_chunked_launches_match(cuda_backend, rng, monkeypatch):
@@ -246,7 +246,7 @@ def test_chunked_launches_match(cuda_backend, rng, monkeypatch):
     )
     args = _posterior_inputs(rng, np.float64)
     _assert_same_results(
-        cuda_backend.ml2d_block_posteriors(*args), cpu_ml2d.ml2d_block_posteriors(*args)
+        vars(cuda_backend.ml2d_block_posteriors(*args)), vars(cpu_ml2d.ml2d_block_posteriors(*args))
     )
 
 

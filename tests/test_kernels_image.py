@@ -114,17 +114,17 @@ def test_ml2d_block_posteriors_and_accumulation(rng):
     r2 = rng.uniform(0, 8, (W, W))
     res = cpu.ml2d_block_posteriors(c, const, scale, img_ptr, lp, lps, r2, 4.0, block_skip=1e-8)
     gamma = np.zeros((5, W, W))  # skipped blocks are not stored: all zero
-    gamma[res["kept"]] = res["gamma"]
+    gamma[res.kept] = res.gamma
     for i, (b0, b1) in enumerate([(0, 3), (3, 5)]):
         lw = lp[b0:b1, None, None] + lps[None] - d[b0:b1] / 4.0
         keep = np.exp(lw.max(axis=(1, 2)) - lw.max()) > 1e-8
         wts = np.exp(lw - lw.max()) * keep[:, None, None]
         g = wts / wts.sum()
         np.testing.assert_allclose(gamma[b0:b1], g, rtol=1e-12, atol=1e-300)
-        assert res["logsum"][i] == pytest.approx(lw.max() + np.log(wts.sum()))
-        assert res["noise"][i] == pytest.approx((g * 2 * d[b0:b1]).sum())
-        assert res["offset"][i] == pytest.approx((g * r2[None]).sum())
-    assert res["count"][4] == 0
+        assert res.logsum[i] == pytest.approx(lw.max() + np.log(wts.sum()))
+        assert res.noise[i] == pytest.approx((g * 2 * d[b0:b1]).sum())
+        assert res.offset[i] == pytest.approx((g * r2[None]).sum())
+    assert res.count[4] == 0
     # direct and spectral accumulation agree with the explicit sum
     imgs = rng.normal(size=(3, n, n))
     key = np.array([0, 1, 0, 1, 0])

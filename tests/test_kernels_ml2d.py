@@ -154,23 +154,23 @@ def test_block_posteriors_match_log_sum_exp(rng, dtype):
     args = (c, const, scale, img_ptr, lp, lps, r2, 4.0)
     buffer = np.full((nb, W, W), np.nan)
     res = cpu.ml2d_block_posteriors(*args, block_skip=1e-8, entry_cutoff=1e-6, gamma_buffer=buffer)
-    assert np.shares_memory(res["gamma"], buffer)
+    assert np.shares_memory(res.gamma, buffer)
     ref = _posteriors_reference(*args, 1e-8, 1e-6)
-    assert 4 not in res["kept"] and res["count"][4] == 0 and res["wsum"][4] == 0.0
-    assert res["argmax"][2] == 1 * W + 3
-    np.testing.assert_array_equal(res["argmax"], ref["argmax"])
-    np.testing.assert_allclose(res["logmax"], ref["logmax"], rtol=1e-12)
+    assert 4 not in res.kept and res.count[4] == 0 and res.wsum[4] == 0.0
+    assert res.argmax[2] == 1 * W + 3
+    np.testing.assert_array_equal(res.argmax, ref["argmax"])
+    np.testing.assert_allclose(res.logmax, ref["logmax"], rtol=1e-12)
     full = np.zeros((nb, W, W))
-    full[res["kept"]] = res["gamma"]
+    full[res.kept] = res.gamma
     np.testing.assert_allclose(full, ref["gamma"], rtol=1e-12, atol=1e-300)
-    np.testing.assert_array_equal(res["count"], (full > 0).sum(axis=(1, 2)))
-    np.testing.assert_allclose(res["wsum"], full.sum(axis=(1, 2)), rtol=1e-12)
+    np.testing.assert_array_equal(res.count, (full > 0).sum(axis=(1, 2)))
+    np.testing.assert_allclose(res.wsum, full.sum(axis=(1, 2)), rtol=1e-12)
     live = [0, 2]
     for key in ("logsum", "noise", "offset", "pmax"):
-        np.testing.assert_allclose(res[key][live], ref[key], rtol=1e-12)
-    np.testing.assert_array_equal(res["best_block"][live], ref["best_block"])
-    np.testing.assert_array_equal(res["best_shift"][live], res["argmax"][res["best_block"][live]])
-    assert res["logsum"][1] == -np.inf and res["best_block"][1] == -1 and res["pmax"][1] == 0
+        np.testing.assert_allclose(getattr(res, key)[live], ref[key], rtol=1e-12)
+    np.testing.assert_array_equal(res.best_block[live], ref["best_block"])
+    np.testing.assert_array_equal(res.best_shift[live], res.argmax[res.best_block[live]])
+    assert res.logsum[1] == -np.inf and res.best_block[1] == -1 and res.pmax[1] == 0
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

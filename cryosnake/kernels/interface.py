@@ -16,9 +16,29 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+
+
+@dataclass
+class BlockPosteriors:
+    """Result of :meth:`KernelBackend.ml2d_block_posteriors` (spec §1.6) for ``nb`` blocks of
+    ``W x W`` shifts of ``n_img`` images; indices into a window are flat (``a * W + b``)."""
+
+    kept: np.ndarray  #: int64 ``[n_kept]``: the blocks that survive the skip rule, ascending
+    gamma: np.ndarray  #: float64 ``[n_kept, W, W]``: their posteriors (the others are all 0)
+    wsum: np.ndarray  #: float64 ``[nb]``: sum of each block's posteriors
+    logmax: np.ndarray  #: float64 ``[nb]``: largest log-weight of each block (skipped too)
+    argmax: np.ndarray  #: int64 ``[nb]``: its window index
+    count: np.ndarray  #: int64 ``[nb]``: non-zero posteriors (0: skipped)
+    logsum: np.ndarray  #: float64 ``[n_img]``: ``log sum_h w_h`` (``LL_i`` less its constant)
+    pmax: np.ndarray  #: float64 ``[n_img]``: largest posterior
+    best_block: np.ndarray  #: int64 ``[n_img]``: block of the largest posterior (-1: none)
+    best_shift: np.ndarray  #: int64 ``[n_img]``: its window index (-1: none)
+    noise: np.ndarray  #: float64 ``[n_img]``: ``sum gamma 2 d`` (squared intensity units)
+    offset: np.ndarray  #: float64 ``[n_img]``: ``sum gamma |s|^2`` (px^2)
 
 
 class KernelBackend(Protocol):
@@ -112,12 +132,9 @@ class KernelBackend(Protocol):
                               blk_logprior: np.ndarray, log_offset_prior: np.ndarray,
                               shift_r2: np.ndarray, sigma2: float, block_skip: float = 1e-8,
                               entry_cutoff: float = 0.0,
-                              gamma_buffer: np.ndarray | None = None) -> dict:
+                              gamma_buffer: np.ndarray | None = None) -> BlockPosteriors:
         """Posteriors of every shift of every block ``c`` ``[nb, W, W]`` (spec §1.6); ``sigma2``
-        in squared intensity units, ``shift_r2`` px^2. A dict: ``kept`` blocks and their
-        ``gamma`` float64 ``[len(kept), W, W]``; per block ``wsum``, ``logmax``, ``argmax``,
-        ``count``; per image ``logsum``, ``pmax``, ``best_block``, ``best_shift``, ``noise``,
-        ``offset``."""
+        in squared intensity units, ``shift_r2`` px^2."""
 
     def ml2d_accumulate_direct(self, acc: np.ndarray, images: np.ndarray, gamma: np.ndarray,
                                blk_key: np.ndarray, blk_img: np.ndarray, blk_scale: np.ndarray,

@@ -398,7 +398,7 @@ def _subbatch(ctx: _Context, X, X2p, Xsum, scale, bg, sig, first, group_labels, 
         st.entry_cutoff,
         gamma_buffer=ctx.gamma_buf,
     )
-    kept, gamma, wsum, count = res["kept"], res["gamma"], res["wsum"], res["count"]
+    kept, gamma, wsum, count = res.kept, res.gamma, res.wsum, res.count
     sl = slice(first, first + m)
     if debug is not None:
         gamma_all = np.zeros((nb, W, W))
@@ -413,20 +413,20 @@ def _subbatch(ctx: _Context, X, X2p, Xsum, scale, bg, sig, first, group_labels, 
             debug.setdefault(name, []).append(v)
 
     # per-image results and the norm update (§1.13)
-    bb = res["best_block"]
+    bb = res.best_block
     out["best_k"][sl] = kk[bb]
     out["best_j"][sl] = jj[bb]
     out["best_f"][sl] = ff[bb]
-    out["best_sx"][sl] = ctx.sx[res["best_shift"]]
-    out["best_sy"][sl] = ctx.sy[res["best_shift"]]
-    out["pmax"][sl] = res["pmax"]
-    out["logsum"][sl] = res["logsum"]
-    out["noise"][sl] = res["noise"]
-    out["offset"][sl] = res["offset"]
+    out["best_sx"][sl] = ctx.sx[res.best_shift]
+    out["best_sy"][sl] = ctx.sy[res.best_shift]
+    out["pmax"][sl] = res.pmax
+    out["logsum"][sl] = res.logsum
+    out["noise"][sl] = res.noise
+    out["offset"][sl] = res.offset
     if st.norm:
         E_A2 = np.bincount(ii, wsum * ctx.bank.A2[kk], minlength=m)
         E_Bsum = np.bincount(ii, wsum * ctx.bank.Bsum[kk, jj], minlength=m)
-        s_new, b_new = _norm_update(ctx, X2p, Xsum, scale, bg, res["noise"], E_A2, E_Bsum)
+        s_new, b_new = _norm_update(ctx, X2p, Xsum, scale, bg, res.noise, E_A2, E_Bsum)
     else:
         s_new, b_new = np.ones(m), np.zeros(m)
     out["s_new"][sl] = s_new
@@ -465,10 +465,10 @@ def _subbatch(ctx: _Context, X, X2p, Xsum, scale, bg, sig, first, group_labels, 
     # fast mode: optimal physical offset per (class, mirror) among the computed blocks (§1.12)
     if group_labels is None:
         kmu = (ii * ctx.K + kk) * 2 + mu
-        order = np.lexsort((-res["logmax"], kmu))
+        order = np.lexsort((-res.logmax, kmu))
         first_of = order[np.r_[True, kmu[order][1:] != kmu[order][:-1]]]
-        bsx = ctx.sx[res["argmax"][first_of]]
-        bsy = ctx.sy[res["argmax"][first_of]]
+        bsx = ctx.sx[res.argmax[first_of]]
+        bsy = ctx.sy[res.argmax[first_of]]
         tx, ty = physical_offset(ff[first_of], bsx, bsy)
         rows = first + ii[first_of]
         new_offsets[rows, kk[first_of], mu[first_of].astype(np.int64), 0] = tx

@@ -33,6 +33,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..host import sort_by_key, spectrum_permutation_table
+from ..interface import BlockPosteriors
 from .dft import inverse_dft_passes, inverse_dft_tables
 from .fastexp import fast_exp
 from .image import irfft2, rfft2
@@ -809,7 +810,7 @@ def ml2d_block_posteriors(
     block_skip: float = 1e-8,
     entry_cutoff: float = 0.0,
     gamma_buffer: np.ndarray | None = None,
-) -> dict:
+) -> BlockPosteriors:
     """Posteriors of every translation of every block, log-sum-exp per image (spec §1.6).
 
     ``c``: ``[nb, W, W]`` correlations (float32 or float64); ``d_h = blk_const[b] -
@@ -821,7 +822,8 @@ def ml2d_block_posteriors(
     ``log w_h = blk_logprior + log P(s) - d_h / sigma^2``. Per image, with ``M = max_h log w_h``:
     blocks whose largest ``w_h / e^M`` is ``<= block_skip`` are dropped entirely (§1.6.2,
     deterministic global-maximum variant), single translations with ``w_h / e^M < entry_cutoff``
-    are set to 0; ``gamma_h = w_h / W`` over the rest. Returns a dict of:
+    are set to 0; ``gamma_h = w_h / W`` over the rest. Returns a
+    :class:`~cryosnake.kernels.interface.BlockPosteriors` of:
 
     * ``kept``: indices of the blocks that survive the skip rule (ascending) and ``gamma``
       float64 ``[len(kept), W, W]``, their posteriors (skipped blocks are all zero and not
@@ -903,9 +905,7 @@ def ml2d_block_posteriors(
     )
     best = res["best_block"]
     res["best_shift"][:] = np.where(best >= 0, res["argmax"][np.maximum(best, 0)], -1)
-    res["kept"] = kept
-    res["gamma"] = gamma
-    return res
+    return BlockPosteriors(kept=kept, gamma=gamma, **res)
 
 
 @njit(parallel=True, cache=True)

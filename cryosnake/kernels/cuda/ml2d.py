@@ -44,6 +44,7 @@ from cryosnake.kernels.cpu.ml2d import (  # noqa: F401 - host-only helpers, re-e
     ml2d_window_phase,
 )
 from cryosnake.kernels.host import key_runs, sort_by_key
+from cryosnake.kernels.interface import BlockPosteriors
 
 from . import runtime as rt
 from .image import _FFT_COPIES, _rolled, gather_spectra, spectrum_permutation, split3
@@ -598,15 +599,14 @@ def ml2d_block_posteriors(
     block_skip: float = 1e-8,
     entry_cutoff: float = 0.0,
     gamma_buffer: np.ndarray | None = None,
-) -> dict:
+) -> BlockPosteriors:
     """Posteriors of every translation of every block, log-sum-exp per image (spec §1.6).
 
-    Same inputs and returned dict as ``cpu.ml2d_block_posteriors``: ``log w_h = blk_logprior +
+    Same inputs and result as ``cpu.ml2d_block_posteriors``: ``log w_h = blk_logprior +
     log P(s) - (blk_const - blk_scale c) / sigma^2``; blocks whose largest ``w_h / e^M`` is
-    ``<= block_skip`` are dropped, entries below ``entry_cutoff`` are 0. Returns ``kept``,
-    compact ``gamma`` (a view of ``gamma_buffer`` when that is large enough), per block
-    ``wsum``, ``logmax``, ``argmax``, ``count``, per image ``logsum``, ``pmax``,
-    ``best_block``, ``best_shift``, ``noise``, ``offset``.
+    ``<= block_skip`` are dropped, entries below ``entry_cutoff`` are 0. Returns a
+    :class:`~cryosnake.kernels.interface.BlockPosteriors` (its ``gamma`` a view of
+    ``gamma_buffer`` when that is large enough).
     """
     nb, W = c.shape[0], c.shape[1]
     n_img = len(img_ptr) - 1
@@ -634,9 +634,7 @@ def ml2d_block_posteriors(
         gamma = np.empty((kept.size, W, c.shape[2]))
     if parts:
         np.concatenate([p[1] for p in parts], out=gamma)
-    res["kept"] = kept
-    res["gamma"] = gamma
-    return res
+    return BlockPosteriors(kept=kept, gamma=gamma, **res)
 
 
 def ml2d_accumulate_direct(
