@@ -259,11 +259,12 @@ def estep(
     Returns the additive :class:`Sums`, the per-particle ``assignments`` (dict of ``[n]``
     arrays: ``class_number`` (1..K), ``psi_deg``, ``origin_x_px``, ``origin_y_px``, ``mirror``
     (0/1) -- the pose of the best hypothesis in the output convention of :mod:`.poses` --
-    ``max_posterior`` (``Pmax``), ``loglik`` (``LL_i``), ``norm_scale``, ``background``), and the
-    new :class:`ParticleState` (for ``settings.n_classes`` classes with ``group_labels``, then
-    with unknown offsets). ``norm_scale`` is the updated ``s_i`` relative to the references
-    before the M-step's renormalisation (divide by ``new_model.norm_scale_mean`` to refer it to
-    the new model).
+    ``max_posterior`` (``Pmax``), ``loglik`` (``LL_i``), ``norm_scale``, ``background``,
+    ``search_kept``: the fraction of the image's ``(k, j, f)`` blocks the fast search kept, 1
+    without it), and the new :class:`ParticleState` (for ``settings.n_classes`` classes with
+    ``group_labels``, then with unknown offsets). ``norm_scale`` is the updated ``s_i`` relative
+    to the references before the M-step's renormalisation (divide by
+    ``new_model.norm_scale_mean`` to refer it to the new model).
     """
     n = int(images.shape[0])
     ctx = _Context(model, settings, backend)
@@ -283,6 +284,7 @@ def estep(
     tot = _Totals.zeros(n, k_out_total * n_psi, N, k_out_total, backend, scale_all, bg_all)
     out = tot.per_image
     blocks_per_image = K * n_psi * F
+    search_kept = np.empty(n)  # fraction of the (k, j, f) blocks the fast search kept
 
     for i0 in range(0, n, _PRESELECT_BATCH):
         i1 = min(n, i0 + _PRESELECT_BATCH)
@@ -295,6 +297,7 @@ def estep(
         X2p = X2 - 2.0 * bg * Xsum + bg**2 * D  # ||X - b||^2
         sig = _fast_significance(ctx, X, X2p, scale, bg, state.offsets[i0:i1])
         counts = sig.reshape(i1 - i0, blocks_per_image).sum(axis=1)
+        search_kept[i0:i1] = counts / blocks_per_image
         # sub-batches of consecutive images with at most max_blocks blocks (>= 1 image)
         u0 = 0
         while u0 < i1 - i0:
@@ -342,6 +345,7 @@ def estep(
         "loglik": loglik,
         "norm_scale": out["s_new"],
         "background": out["b_new"],
+        "search_kept": search_kept,
     }
     new_state = ParticleState(
         offsets=tot.new_offsets, norm_scale=out["s_new"].copy(), background=out["b_new"].copy()

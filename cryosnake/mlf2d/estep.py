@@ -180,7 +180,9 @@ def estep(
 
     ``assignments`` has the keys of ML2D's (``class_number``, ``psi_deg``, ``origin_x_px``,
     ``origin_y_px``, ``mirror``, ``max_posterior``, ``loglik``, ``norm_scale`` = 1,
-    ``background`` = 0) in the output pose convention of :mod:`cryosnake.ml2d.poses`.
+    ``background`` = 0) in the output pose convention of :mod:`cryosnake.ml2d.poses`, and
+    ``search_kept``: the fraction of the image's ``(k, f, psi_j)`` blocks taken to stage 2
+    (1 without the fast search).
     """
     n = int(images.shape[0])
     # a fresh state (no stored offsets yet) gets the complete search
@@ -213,6 +215,7 @@ def estep(
         "pmax": np.zeros(n),
         "loglik": np.zeros(n),
         "offset": np.zeros(n),
+        "search_kept": np.zeros(n),
     }
     new_offsets = state.offsets.astype(np.int64).copy()
     per_image = K * F  # triples
@@ -259,6 +262,7 @@ def estep(
         "loglik": out["loglik"],
         "norm_scale": np.ones(n),
         "background": np.zeros(n),
+        "search_kept": out["search_kept"],
     }
     if group_labels is not None:
         new_offsets = np.zeros((n, k_out_total, 2, 2), np.int64)
@@ -312,6 +316,8 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
         sig = lw >= best[fam][:, None] + math.log(st.fast_C)
     else:
         sig = np.ones((len(ii), n_psi), dtype=bool)
+    out["search_kept"][first:first + m] = (np.bincount(ii, sig.sum(axis=1), minlength=m)
+                                           / np.maximum(np.bincount(ii, minlength=m) * n_psi, 1))
     keep = sig.any(axis=1)
     ii, kk, ff, mu, u, lp_trip, sig, zr, zi, const = (
         a[keep] for a in (ii, kk, ff, mu, u, lp_trip, sig, zr, zi, const))

@@ -18,9 +18,9 @@ imported, with the same settings and the jobs' thread count. Per iteration it pr
 * ``in-proc``: the in-process iteration (E-step on all particles + M-step) and the ratio
   ``wall / in-proc``.
 
-The fraction of hypotheses the fast search kept is not in the E-step outputs: it is counted in
-:func:`cryosnake.ml2d.estep.estep` (``counts``: significant blocks per image out of
-``blocks_per_image``) and could be exported as a per-particle column of the assignments.
+* ``fast kept``: the mean over particles of the fraction of ``(class, psi, flip)`` blocks the
+  fast search kept (the E-step's ``search_kept`` in the iteration's chunk assignments; 1.00
+  for a complete search, as in iterations 0 and 1).
 
     python tests/benchmarks/bench_workflow.py --n 2000 --box 48 --k 5 --iterations 3
 
@@ -41,6 +41,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -93,6 +94,14 @@ def _done_s(path: Path) -> float:
     return float(_DONE.findall(path.read_text())[-1])
 
 
+def _search_kept(chunks: Path) -> float:
+    """Mean ``search_kept`` over the particles of an iteration's chunk assignments (NaN if the
+    E-step did not report it)."""
+    kept = [np.load(p)["search_kept"] for p in sorted(chunks.glob("assignments_*.npz"))
+            if "search_kept" in np.load(p).files]
+    return float(np.concatenate(kept).mean()) if kept else float("nan")
+
+
 def workflow_iterations(results: Path) -> list[dict]:
     """Per iteration: wall (M-step mtimes), summed job wall and compute, E-step job count."""
     ml2d = results / "ml2d"
@@ -109,7 +118,8 @@ def workflow_iterations(results: Path) -> list[dict]:
         rows.append({"iteration": i, "wall": mtime - previous,
                      "jobs": sum(_bench_s(p) for p in bench),
                      "compute": sum(_done_s(p) for p in logs),
-                     "estep_jobs": len(esteps)})
+                     "estep_jobs": len(esteps),
+                     "fast_kept": _search_kept(ml2d / f"iter_{it}" / "chunks")})
         previous = mtime
         i += 1
     return rows
@@ -190,7 +200,8 @@ def main():
     for row, t in zip(rows, inproc_rows, strict=False):
         print(f"| {row['iteration']} | {row['estep_jobs']} | {row['wall']:.1f} | "
               f"{row['jobs']:.1f} | {row['compute']:.1f} | {row['jobs'] - row['compute']:.1f} | "
-              f"{row['wall'] - row['jobs']:.1f} | {t:.1f} | {row['wall'] / t:.2f} | n/a |")
+              f"{row['wall'] - row['jobs']:.1f} | {t:.1f} | {row['wall'] / t:.2f} | "
+              f"{row['fast_kept']:.3f} |")
     if len(rows) > 1 and len(inproc) > 1:
         wall = statistics.median(r["wall"] for r in rows[1:])
         ref = statistics.median(inproc[1:len(rows)])
