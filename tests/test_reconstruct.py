@@ -15,7 +15,7 @@ from cryosnake.geometry import (
 from cryosnake.significant.sampling import gallery_directions
 from cryosnake.volume3d.fsc import fsc
 from cryosnake.volume3d.projector import prepare_volume, project, project_polar
-from cryosnake.volume3d.reconstruct import reconstruct
+from cryosnake.volume3d.reconstruct import reconstruct, shell_sums, volume_from_shell_sums
 
 N = 32
 
@@ -116,6 +116,45 @@ def test_reconstruction_from_known_angles(phantom):
     back = project(rec, rot[:5], tilt[:5], psi[:5])
     clean = project(phantom, rot[:5], tilt[:5], psi[:5])
     assert np.abs(back - clean).max() < 0.03 * np.abs(clean).max()
+
+
+def test_shell_sums_undo_per_shell_filters(phantom):
+    """Slices filtered twice by a per-slice, per-shell factor ``c`` (``num = c^2 P``, the
+    ``sum c X`` of CTF-affected images ``X = c P``) with ``den = c^2`` give back the volume:
+    the CTF correction of :func:`volume_from_shell_sums`; sums add over halves."""
+    imgs, rot, tilt, psi, *_ = simulated_averages(phantom, 800, 0, seed=7)
+    rng = np.random.default_rng(8)
+    period = rng.uniform(12.0, 30.0, (len(imgs), 1))  # shells; smooth per slice, like |CTF|
+    phase = rng.uniform(0.0, 2 * np.pi, (len(imgs), 1))
+    c = 0.25 + 0.75 * 0.5 * (1 + np.cos(2 * np.pi * np.arange(N // 2) / period + phase))
+    ky = np.fft.fftfreq(N, 1.0 / N)
+    shell = np.rint(np.hypot(ky[:, None], np.arange(N // 2 + 1)[None])).astype(int)
+    c_grid = np.concatenate([c, c[:, -1:]], axis=1)[:, np.minimum(shell, N // 2)]
+    num = np.fft.irfft2(np.fft.rfft2(imgs) * c_grid**2, s=(N, N))
+    halves = [shell_sums(num[h::2], c[h::2] ** 2, rot[h::2], tilt[h::2], psi[h::2])
+              for h in (0, 1)]
+    corrected = volume_from_shell_sums(halves[0][0] + halves[1][0],
+                                       halves[0][1] + halves[1][1], N, regularisation=0.0)
+    plain = reconstruct(imgs, rot, tilt, psi)
+    _, f = fsc(corrected, phantom)
+    assert f[: int(0.6 * N // 2) + 1].min() >= 0.98
+    # the per-shell weighting is undone: the amplitude of every shell is the unfiltered one
+    ratio = _shell_amplitudes(corrected) / _shell_amplitudes(plain)
+    assert np.all(np.abs(ratio[1:10] - 1.0) < 0.03), ratio
+    assert _corr(corrected, plain) > 0.9995
+    # unweighted (den = 1) the filter stays: shells lose about the mean of c^2
+    wrong = volume_from_shell_sums(*shell_sums(num, np.ones_like(c), rot, tilt, psi), N, 0.0)
+    assert np.all(_shell_amplitudes(wrong)[1:10] / _shell_amplitudes(plain)[1:10] < 0.8)
+
+
+def _shell_amplitudes(vol):
+    """Root-mean-square Fourier amplitude per shell ``round(|k|)`` of a cubic volume."""
+    n = vol.shape[0]
+    k = np.fft.fftfreq(n, 1.0 / n)
+    r = np.rint(np.sqrt(k[:, None, None] ** 2 + k[None, :, None] ** 2
+                        + np.arange(n // 2 + 1)[None, None] ** 2)).astype(int).ravel()
+    power = np.abs(np.fft.rfftn(vol)).ravel() ** 2
+    return np.sqrt(np.bincount(r, power) / np.maximum(np.bincount(r), 1))[: n // 2]
 
 
 def test_weights_are_scale_free(phantom):

@@ -48,6 +48,8 @@ __all__ = [
     "blob_profile",
     "image_half_plane",
     "reconstruct",
+    "shell_sums",
+    "volume_from_shell_sums",
 ]
 
 BLOB_RADIUS = 1.9
@@ -151,6 +153,15 @@ def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None
                                    np.ascontiguousarray(symmetry_matrices(symmetry)), P,
                                    ramp)
     _hermitian_complete_x0(num, den)
+    w_max = float(np.max(w)) if n_rows else 1.0
+    return _volume_from_sums(num, den, n, P, max_resolution, blob, 1e-3 * max(w_max, 1e-30))
+
+
+def _volume_from_sums(num, den, n: int, P: int, max_resolution: float, blob: bool,
+                      den_floor: float, regularisation=None) -> np.ndarray:
+    """Steps 3-6 of the module docstring on the padded sums ``num`` (complex) and ``den``
+    (real, ``[P, P, P//2 + 1]``): blob, ``num / (den + regularisation)`` where
+    ``den > den_floor``, limit, inverse FFT, crop, gridding correction."""
     workers = fft_workers()
     if blob:
         k_real = _blob_real_space(P)
@@ -158,10 +169,12 @@ def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None
                               workers=workers)
         den = scipy.fft.rfftn(scipy.fft.irfftn(den, s=(P, P, P), workers=workers) * k_real,
                               workers=workers).real
-    w_max = float(np.max(w)) if n_rows else 1.0
-    good = den > 1e-3 * max(w_max, 1e-30)
+    good = den > den_floor
     vft = np.zeros_like(num)
-    vft[good] = num[good] / den[good]
+    if regularisation is None:
+        vft[good] = num[good] / den[good]
+    else:
+        vft[good] = num[good] / (den + regularisation)[good]
     kz = np.fft.fftfreq(P, 1.0 / P)
     kx = np.arange(P // 2 + 1)
     r2 = kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2
@@ -174,3 +187,66 @@ def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None
         kb = np.fft.fftshift(_blob_real_space(P))[o:o + n, o:o + n, o:o + n]
         corr = corr * kb / _blob_real_space(P)[0, 0, 0]
     return (vol / corr).astype(np.float32)
+
+
+def shell_sums(num, den, rot, tilt, psi, symmetry: str = "c1", pad: int = 2,
+               backend=cpu) -> tuple[np.ndarray, np.ndarray]:
+    """Padded Fourier sums of weighted 2D slices: ``(num, den)`` for
+    :func:`volume_from_shell_sums` (additive over calls: sum them over particle halves or
+    chunks).
+
+    ``num`` ``(n, N, N)``: real-space 2D sums (e.g. the CTF- and noise-weighted aligned images
+    of a class, ``sum_i w_i CTF_i X_i``), ``den`` ``(n, N // 2)``: their per-shell Fourier
+    weights (``sum_i w_i <CTF_i^2>_l``; shell ``l = round(|k|)`` in pixels of ``N``), the
+    slice ``r`` lying at Euler angles ``(rot, tilt, psi)[r]`` (degrees, RELION ZYZ). Every
+    sample gets the density compensation of :func:`reconstruct`.
+    """
+    num = np.asarray(num, dtype=np.float32)
+    den = np.asarray(den, dtype=np.float64)
+    n_img, n, _ = num.shape
+    P = pad * n
+    values, coords = image_half_plane(num, pad, 0.5)
+    shell = np.rint(np.hypot(coords[:, 0], coords[:, 1]) / pad).astype(np.int64)
+    den_ext = np.concatenate([den, np.zeros((n_img, 1))], axis=1)
+    den_values = den_ext[:, np.minimum(shell, den.shape[1])].astype(np.complex64)
+    E = np.ascontiguousarray(euler_to_matrix(rot, tilt, psi).reshape(-1, 3, 3))
+    ramp = np.maximum(np.hypot(coords[:, 0], coords[:, 1]), 0.5)
+    idx = np.arange(n_img, dtype=np.int64)
+    ones = np.ones(n_img)
+    zero = np.zeros((n_img, 2))
+    sym = np.ascontiguousarray(symmetry_matrices(symmetry))
+    f_num, f_count = backend.fourier_insert(values, coords, idx, E, zero, ones, sym, P, ramp)
+    f_den, f_count2 = backend.fourier_insert(den_values, coords, idx, E, zero, ones, sym, P,
+                                             ramp)
+    _hermitian_complete_x0(f_num, f_count)
+    _hermitian_complete_x0(f_den, f_count2)
+    return f_num, f_den.real.copy()
+
+
+def volume_from_shell_sums(num, den, n: int, regularisation: float = 0.01, pad: int = 2
+                           ) -> np.ndarray:
+    """``N^3`` volume ``num / (den + regularisation <den>_shell)`` from the padded sums of
+    :func:`shell_sums` (0 where ``den`` is below ``1e-3`` of its maximum, e.g. beyond the
+    resolution the sums reach); blob and gridding correction as :func:`reconstruct`."""
+    P = pad * n
+    kz = np.fft.fftfreq(P, 1.0 / P)
+    kx = np.arange(P // 2 + 1)
+    shell = np.rint(np.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2
+                            + kx[None, None, :] ** 2)).astype(np.int64)
+    workers = fft_workers()
+    k_real = _blob_real_space(P)
+    den_b = scipy.fft.rfftn(scipy.fft.irfftn(den, s=(P, P, P), workers=workers) * k_real,
+                            workers=workers).real
+    mean = np.bincount(shell.ravel(), den_b.ravel()) / np.maximum(np.bincount(shell.ravel()), 1)
+    # the blob is applied to den here, so _volume_from_sums blobs num only: pass it unblobbed
+    num_b = scipy.fft.rfftn(scipy.fft.irfftn(num, s=(P, P, P), workers=workers) * k_real,
+                            workers=workers)
+    return _volume_from_sums(num_b, den_b, n, P, 0.5, False, 1e-3 * float(den_b.max()),
+                             regularisation * mean[shell]) * _blob_correction(n, P)
+
+
+def _blob_correction(n: int, P: int) -> np.ndarray:
+    """The blob's share of the gridding correction (``1 / kb`` on the cropped ``N^3``)."""
+    o = P // 2 - n // 2
+    kb = np.fft.fftshift(_blob_real_space(P))[o:o + n, o:o + n, o:o + n]
+    return (_blob_real_space(P)[0, 0, 0] / kb).astype(np.float32)
