@@ -111,6 +111,9 @@ def main(argv=None) -> None:
     p.add_argument("--diameter", type=float, default=170.0, help="particle mask (Å)")
     p.add_argument("--psi-step", type=float, default=10.0)
     p.add_argument("--sampling", type=float, default=3.2, help="Å/px")
+    p.add_argument("--cross-score", action="store_true",
+                   help="also score each half's particles against the other half's new "
+                        "volume (cross-validated log-likelihood per particle; one more E-step)")
     args = p.parse_args(argv)
 
     s = args.sampling
@@ -178,6 +181,14 @@ def main(argv=None) -> None:
               f"{res_half:.1f} | "
               f"{resolution_A(volume, truth, s):.1f} | {time.perf_counter() - t0:.0f} |",
               flush=True)
+        if args.cross_score:
+            cross = 0.0
+            for rows, vol in zip(halves, volumes[::-1], strict=True):
+                settings, _, model = model_for(vol, limit)
+                sums, _, _ = estep(images[rows], model, settings, ctf.subset(rows), groups[rows])
+                cross += sums.loglik_sum / n_img
+            print(f"  cross-validated log-likelihood per particle at {limit:.1f} Å: {cross:.2f}",
+                  flush=True)
         limit = max(2.5 * s, min(limit, res_half))
 
 
