@@ -158,10 +158,12 @@ def reconstruct(images, rot, tilt, psi, shift_x=None, shift_y=None, weights=None
 
 
 def _volume_from_sums(num, den, n: int, P: int, max_resolution: float, blob: bool,
-                      den_floor: float, regularisation=None) -> np.ndarray:
+                      den_floor: float | None, regularisation: float = 0.0) -> np.ndarray:
     """Steps 3-6 of the module docstring on the padded sums ``num`` (complex) and ``den``
-    (real, ``[P, P, P//2 + 1]``): blob, ``num / (den + regularisation)`` where
-    ``den > den_floor``, limit, inverse FFT, crop, gridding correction."""
+    (real, ``[P, P, P//2 + 1]``): blob, ``num / den`` where ``den > den_floor`` (``None``:
+    ``1e-3`` of the blobbed ``den``'s maximum), limit, inverse FFT, crop, gridding correction.
+    ``regularisation > 0`` divides by ``den + regularisation <den>_shell`` instead (shells
+    ``round(|k|)`` of the padded grid)."""
     workers = fft_workers()
     if blob:
         k_real = _blob_real_space(P)
@@ -169,15 +171,16 @@ def _volume_from_sums(num, den, n: int, P: int, max_resolution: float, blob: boo
                               workers=workers)
         den = scipy.fft.rfftn(scipy.fft.irfftn(den, s=(P, P, P), workers=workers) * k_real,
                               workers=workers).real
-    good = den > den_floor
-    vft = np.zeros_like(num)
-    if regularisation is None:
-        vft[good] = num[good] / den[good]
-    else:
-        vft[good] = num[good] / (den + regularisation)[good]
+    good = den > (1e-3 * float(den.max()) if den_floor is None else den_floor)
     kz = np.fft.fftfreq(P, 1.0 / P)
     kx = np.arange(P // 2 + 1)
     r2 = kz[:, None, None] ** 2 + kz[None, :, None] ** 2 + kx[None, None, :] ** 2
+    if regularisation > 0:
+        shell = np.rint(np.sqrt(r2)).astype(np.int64)
+        mean = np.bincount(shell.ravel(), den.ravel()) / np.maximum(np.bincount(shell.ravel()), 1)
+        den = den + regularisation * mean[shell]
+    vft = np.zeros_like(num)
+    vft[good] = num[good] / den[good]
     vft[r2 > (max_resolution * P) ** 2] = 0
     vol = np.fft.fftshift(scipy.fft.irfftn(vft, s=(P, P, P), workers=workers))
     o = P // 2 - n // 2
@@ -228,25 +231,4 @@ def volume_from_shell_sums(num, den, n: int, regularisation: float = 0.01, pad: 
     """``N^3`` volume ``num / (den + regularisation <den>_shell)`` from the padded sums of
     :func:`shell_sums` (0 where ``den`` is below ``1e-3`` of its maximum, e.g. beyond the
     resolution the sums reach); blob and gridding correction as :func:`reconstruct`."""
-    P = pad * n
-    kz = np.fft.fftfreq(P, 1.0 / P)
-    kx = np.arange(P // 2 + 1)
-    shell = np.rint(np.sqrt(kz[:, None, None] ** 2 + kz[None, :, None] ** 2
-                            + kx[None, None, :] ** 2)).astype(np.int64)
-    workers = fft_workers()
-    k_real = _blob_real_space(P)
-    den_b = scipy.fft.rfftn(scipy.fft.irfftn(den, s=(P, P, P), workers=workers) * k_real,
-                            workers=workers).real
-    mean = np.bincount(shell.ravel(), den_b.ravel()) / np.maximum(np.bincount(shell.ravel()), 1)
-    # the blob is applied to den here, so _volume_from_sums blobs num only: pass it unblobbed
-    num_b = scipy.fft.rfftn(scipy.fft.irfftn(num, s=(P, P, P), workers=workers) * k_real,
-                            workers=workers)
-    return _volume_from_sums(num_b, den_b, n, P, 0.5, False, 1e-3 * float(den_b.max()),
-                             regularisation * mean[shell]) * _blob_correction(n, P)
-
-
-def _blob_correction(n: int, P: int) -> np.ndarray:
-    """The blob's share of the gridding correction (``1 / kb`` on the cropped ``N^3``)."""
-    o = P // 2 - n // 2
-    kb = np.fft.fftshift(_blob_real_space(P))[o:o + n, o:o + n, o:o + n]
-    return (_blob_real_space(P)[0, 0, 0] / kb).astype(np.float32)
+    return _volume_from_sums(num, den, n, pad * n, 0.5, True, None, regularisation)

@@ -139,17 +139,21 @@ def main(argv=None) -> None:
     print(f"{n_img} particles, {len(rot)} directions x mirrors, start {args.start}: "
           f"FSC-0.5 vs truth {resolution_A(volume, truth, s):.1f} Å", flush=True)
 
+    def settings_for(lim):
+        return MLF2DSettings(n_classes=len(rot), psi_step=args.psi_step, mirror=True,
+                             fast=False, high_res_limit=lim, particle_diameter=args.diameter,
+                             ctf_correction=True, phase_flipped=False)
+
+    # power spectra per defocus group: independent of the volume and of the limit
+    stats = start_statistics(images, ctf, groups, len(group_defocus), s, settings_for(limit))
+
     def model_for(vol, lim):
-        settings = MLF2DSettings(n_classes=len(rot), psi_step=args.psi_step, mirror=True,
-                                 fast=False, high_res_limit=lim,
-                                 particle_diameter=args.diameter, ctf_correction=True,
-                                 phase_flipped=False)
-        stats = start_statistics(images, ctf, groups, len(group_defocus), s, settings)
+        settings = settings_for(lim)
         refs = project(spherical_mask(vol), rot, tilt, 0.0).astype(np.float64)
-        return settings, refs, start_model(stats, settings, s, n, group_defocus, refs)
+        return settings, start_model(stats, settings, s, n, group_defocus, refs)
 
     if not args.start.startswith("truth:"):  # the start's scale, from 500 particles
-        settings, refs, model = model_for(volume, limit)
+        settings, model = model_for(volume, limit)
         rows = np.arange(min(500, n_img))
         sums, _, _ = estep(images[rows], model, settings, ctf.subset(rows), groups[rows])
         scale = fitted_scale(sums, model.references)
@@ -163,7 +167,7 @@ def main(argv=None) -> None:
         t0 = time.perf_counter()
         parts, pmax, loglik = [], [], 0.0
         for rows, vol in zip(halves, volumes, strict=True):
-            settings, refs, model = model_for(vol, limit)
+            settings, model = model_for(vol, limit)
             sums, a, _ = estep(images[rows], model, settings, ctf.subset(rows), groups[rows])
             used = sums.class_weight > 0
             parts.append(shell_sums(sums.ref_sum[used], sums.ref_denominator[used], rot[used],
@@ -184,7 +188,7 @@ def main(argv=None) -> None:
         if args.cross_score:
             cross = 0.0
             for rows, vol in zip(halves, volumes[::-1], strict=True):
-                settings, _, model = model_for(vol, limit)
+                settings, model = model_for(vol, limit)
                 sums, _, _ = estep(images[rows], model, settings, ctf.subset(rows), groups[rows])
                 cross += sums.loglik_sum / n_img
             print(f"  cross-validated log-likelihood per particle at {limit:.1f} Å: {cross:.2f}",

@@ -97,8 +97,11 @@ def _done_s(path: Path) -> float:
 def _search_kept(chunks: Path) -> float:
     """Mean ``search_kept`` over the particles of an iteration's chunk assignments (NaN if the
     E-step did not report it)."""
-    kept = [np.load(p)["search_kept"] for p in sorted(chunks.glob("assignments_*.npz"))
-            if "search_kept" in np.load(p).files]
+    kept = []
+    for path in sorted(chunks.glob("assignments_*.npz")):
+        with np.load(path) as chunk:
+            if "search_kept" in chunk.files:
+                kept.append(chunk["search_kept"])
     return float(np.concatenate(kept).mean()) if kept else float("nan")
 
 
