@@ -282,8 +282,9 @@ def _check_optics_groups(particles: pd.DataFrame, optics: pd.DataFrame, source: 
     """Every particle's rlnOpticsGroup must be a row of the optics table."""
     if "rlnOpticsGroup" not in particles:
         return
-    known = set(optics["rlnOpticsGroup"].astype(str).str.strip())
-    groups = particles["rlnOpticsGroup"].astype(str).str.strip()
+    # map(str): a missing value reads "nan" (astype(str) keeps it NaN in pandas 3)
+    known = set(optics["rlnOpticsGroup"].map(str).str.strip())
+    groups = particles["rlnOpticsGroup"].map(str).str.strip()
     missing = ~groups.isin(known)
     if missing.any():
         row = int(np.flatnonzero(missing)[0])

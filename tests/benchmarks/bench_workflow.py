@@ -18,6 +18,9 @@ imported, with the same settings and the jobs' thread count. Per iteration it pr
 * ``in-proc``: the in-process iteration (E-step on all particles + M-step) and the ratio
   ``wall / in-proc``.
 
+* ``E-step RSS``, ``M-step RSS``: the peak resident memory (MB) of the largest E-step job and
+  of the M-step job (Snakemake's ``max_rss``).
+
 * ``fast kept``: the mean over particles of the fraction of ``(class, psi, flip)`` blocks the
   fast search kept (the E-step's ``search_kept`` in the iteration's chunk assignments; 1.00
   for a complete search, as in iterations 0 and 1).
@@ -84,10 +87,10 @@ def run_workflow(folder: Path, repo: Path, cores: int) -> float:
     return wall
 
 
-def _bench_s(path: Path) -> float:
-    """The wall seconds (column ``s``) of a Snakemake benchmark file."""
+def _bench(path: Path, column: str = "s") -> float:
+    """One column of a Snakemake benchmark file: ``s`` (wall seconds), ``max_rss`` (MB)."""
     lines = path.read_text().splitlines()
-    return float(lines[1].split("\t")[lines[0].split("\t").index("s")])
+    return float(lines[1].split("\t")[lines[0].split("\t").index(column)])
 
 
 def _done_s(path: Path) -> float:
@@ -119,7 +122,9 @@ def workflow_iterations(results: Path) -> list[dict]:
         logs = [*sorted((ml2d / "logs" / f"iter_{it}").glob("estep_*.log")),
                 ml2d / "logs" / f"iter_{it}" / "mstep.log"]
         rows.append({"iteration": i, "wall": mtime - previous,
-                     "jobs": sum(_bench_s(p) for p in bench),
+                     "jobs": sum(_bench(p) for p in bench),
+                     "estep_rss": max(_bench(p, "max_rss") for p in esteps),
+                     "mstep_rss": _bench(bench[-1], "max_rss"),
                      "compute": sum(_done_s(p) for p in logs),
                      "estep_jobs": len(esteps),
                      "fast_kept": _search_kept(ml2d / f"iter_{it}" / "chunks")})
@@ -177,6 +182,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--repo", type=Path, default=REPO, help="checkout whose workflow runs")
     ap.add_argument("--folder", type=Path, default=None, help="work folder (default: a temp)")
+    ap.add_argument("--no-in-process", action="store_true",
+                    help="the workflow only (e.g. for the 10k -> 100k scaling)")
     args = ap.parse_args()
     if args.chunk_size not in (None, "auto"):
         args.chunk_size = int(args.chunk_size)
@@ -188,7 +195,7 @@ def main():
     total = run_workflow(folder, args.repo.resolve(), args.cores)
     folder = folder.resolve()
     rows = workflow_iterations(folder / "results")
-    inproc = in_process(folder / "results", config, args.threads)
+    inproc = [] if args.no_in_process else in_process(folder / "results", config, args.threads)
 
     mode = "MLF2D" if args.fourier else f"ML2D {'full' if args.full else 'fast'}"
     print(f"{mode}: {args.n} particles, {args.box} px, SNR {args.snr}, K={args.k}, "
@@ -197,14 +204,14 @@ def main():
     print(f"workflow total (demo, import, start, iterations, final): {total:.1f} s; "
           f"work folder {folder}")
     print("| iter | E-step jobs | wall (s) | jobs (s) | compute (s) | start-up (s) | sched. (s) "
-          "| in-proc (s) | wall / in-proc | fast kept |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+          "| in-proc (s) | wall / in-proc | E-step RSS (MB) | M-step RSS (MB) | fast kept |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
     inproc_rows = inproc + [float("nan")] * (len(rows) - len(inproc))
     for row, t in zip(rows, inproc_rows, strict=False):
         print(f"| {row['iteration']} | {row['estep_jobs']} | {row['wall']:.1f} | "
               f"{row['jobs']:.1f} | {row['compute']:.1f} | {row['jobs'] - row['compute']:.1f} | "
               f"{row['wall'] - row['jobs']:.1f} | {t:.1f} | {row['wall'] / t:.2f} | "
-              f"{row['fast_kept']:.3f} |")
+              f"{row['estep_rss']:.0f} | {row['mstep_rss']:.0f} | {row['fast_kept']:.3f} |")
     if len(rows) > 1 and len(inproc) > 1:
         wall = statistics.median(r["wall"] for r in rows[1:])
         ref = statistics.median(inproc[1:len(rows)])
