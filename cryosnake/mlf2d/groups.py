@@ -15,11 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from cryosnake.classify2d.hypotheses import FLIP_MATRICES
-from cryosnake.ctf import CTFParams, ctf_from_frequencies, missing_columns
+from cryosnake.ctf import PHASE_FLIP_COLUMN, CTFParams, ctf_from_frequencies, missing_columns
 from cryosnake.errors import InputError
-from cryosnake.io import star
-
-PHASE_FLIP_COLUMN = star.PHASE_FLIP
 
 
 def resolve_phase_flipped(setting, table) -> tuple[bool, str]:
