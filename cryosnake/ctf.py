@@ -21,10 +21,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+#: The CTF columns (RELION names) that RELION 3.1 keeps per optics group: voltage (kV), Cs (mm)
+#: and Q0.
+OPTICS_COLUMNS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+
 #: The particle-table columns (RELION names) a CTF needs; ``rlnDefocusV``, ``rlnDefocusAngle``
 #: and ``rlnPhaseShift`` are optional (``rlnDefocusU``, 0 and 0 when absent; see
 #: :meth:`CTFParams.from_star`).
-REQUIRED_COLUMNS = ("rlnDefocusU", "rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
+REQUIRED_COLUMNS = ("rlnDefocusU", *OPTICS_COLUMNS)
+
+#: RELION's flag (optics group in 3.1, per particle in 3.0) for images phase-flipped at
+#: extraction (modelled with ``|CTF|``); ``ml2d.phase_flipped: auto`` reads it.
+PHASE_FLIP_COLUMN = "rlnCtfDataArePhaseFlipped"
 
 
 def missing_columns(table) -> list[str]:

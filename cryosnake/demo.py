@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import ndimage
 
 from cryosnake import geometry
-from cryosnake.ctf import CTFParams, apply_ctf
+from cryosnake.ctf import PHASE_FLIP_COLUMN, CTFParams, apply_ctf
 from cryosnake.io import mrc, star
 
 
@@ -202,7 +202,7 @@ def write(settings: DemoSettings, folder) -> None:
                            "rlnSphericalAberration": [settings.spherical_aberration],
                            "rlnAmplitudeContrast": [settings.amplitude_contrast]})
     if settings.ctf:  # the demo applies the CTF itself and does not flip, like RELION
-        optics[star.PHASE_FLIP] = 0
+        optics[PHASE_FLIP_COLUMN] = 0
     mrc.write_stack(stack, images, settings.sampling)
     mrc.write_stack(folder / "views.mrcs", views, settings.sampling)
     mrc.write_volume(folder / "phantom.mrc", volume, settings.sampling)

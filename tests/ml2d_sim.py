@@ -2,7 +2,7 @@
 
 Particles follow the generative model of spec §1.2, ``X = Sh_t[Mir^mu[Rot_{-theta}[A_k]]] + n``,
 built with ``scipy.ndimage.map_coordinates`` (cubic spline, wrap) and a Fourier shift, about
-the centre pixel ``N // 2``. The true pose in the output convention (``cryosnake.ml2d.poses``)
+the centre pixel ``N // 2``. The true pose in the output convention (``cryosnake.classify2d.poses``)
 is ``psi = -theta``, ``origin = -t``, ``mirror = mu``.
 """
 

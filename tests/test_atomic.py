@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from cryosnake.atomic import atomic_path, save_npz
+from cryosnake.io.classify2d import read_sums, write_sums
 from cryosnake.ml2d import Sums
 
 WRITER = """
@@ -50,6 +51,6 @@ def test_failed_write_cleans_up_and_success_replaces(tmp_path):
     sums = Sums.zeros(2, 8)
     sums.noise_sum = 3.5
     save_npz(tmp_path / "s.npz", a=np.arange(3))
-    sums.save(tmp_path / "sums.npz")
-    assert Sums.load(tmp_path / "sums.npz").noise_sum == 3.5
+    write_sums(tmp_path / "sums.npz", sums)
+    assert read_sums(tmp_path / "sums.npz", Sums).noise_sum == 3.5
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.json", "s.npz", "sums.npz"]

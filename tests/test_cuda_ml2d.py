@@ -19,11 +19,12 @@ import numpy as np
 import pytest
 from ml2d_sim import make_views, simulate
 
+from cryosnake.classify2d.hypotheses import FLIP_MATRICES
+from cryosnake.classify2d.state import ParticleState
 from cryosnake.kernels import cpu
 from cryosnake.kernels.cpu import image as cpu_image
 from cryosnake.kernels.cpu import ml2d as cpu_ml2d
-from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, estep, mstep
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES
+from cryosnake.ml2d import ML2DModel, ML2DSettings, estep, mstep
 
 pytestmark = pytest.mark.gpu
 

@@ -23,10 +23,10 @@ from ml2d_sim import mirror_ref, rotate_ref
 from scipy.spatial.transform import Rotation
 from significant_phantom import gaussian_phantom, simulated_averages
 
+from cryosnake.classify2d.state import ParticleState
 from cryosnake.ctf import CTFParams, ctf_images
 from cryosnake.kernels import cpu
 from cryosnake.kernels.interface import KernelBackend, kernel_names
-from cryosnake.ml2d import ParticleState
 from cryosnake.mlf2d import MLF2DModel, MLF2DSettings, estep
 from cryosnake.mlf2d.fourier import PointSet, translation_table
 from cryosnake.significant import SignificantSettings, run_iteration

@@ -20,6 +20,7 @@ from cryosnake import atomic
 from cryosnake import config as cs_config
 from cryosnake.errors import InputError, reading_intermediate
 from cryosnake.io import importers, mrc
+from cryosnake.io.classify2d import read_model, read_sums, write_model, write_sums
 from cryosnake.io.particles import ParticleStack
 from cryosnake.ml2d import Sums
 from cryosnake.ml2d.model import ML2DModel
@@ -107,23 +108,23 @@ RERUN = "delete it and rerun; the iteration is recomputed"
 
 def test_truncated_sums_npz(tmp_path):
     path = tmp_path / "iter_002" / "chunks" / "sums_0001.npz"
-    Sums.zeros(2, BOX).save(path)
+    write_sums(path, Sums.zeros(2, BOX))
     truncate(path, path.stat().st_size // 2)
     with pytest.raises(InputError, match=rf"sums_0001.npz is damaged \(.+\); {RERUN}"):
-        Sums.load(path)
+        read_sums(path, Sums)
 
 
 def test_empty_sums_npz(tmp_path):
     path = tmp_path / "sums_0000.npz"
     path.write_bytes(b"")
     with pytest.raises(InputError, match=rf"sums_0000.npz is damaged \(EOFError.*\); {RERUN}"):
-        Sums.load(path)
+        read_sums(path, Sums)
 
 
 def saved_model(folder):
     model = ML2DModel(references=np.zeros((2, BOX, BOX)), class_fractions=np.full(2, 0.5),
                       mirror_fractions=np.full(2, 0.5), sigma_noise=1.0, sigma_offset=1.0)
-    model.save(folder / "model.json", folder / "references.mrcs", 2.0)
+    write_model(model, folder / "model.json", folder / "references.mrcs", 2.0)
     return folder / "model.json"
 
 
@@ -132,7 +133,7 @@ def test_truncated_model_json(tmp_path):
     truncate(path, 40)
     with pytest.raises(InputError, match=rf"model.json is damaged \(JSONDecodeError: .+\); "
                                          f"{RERUN}"):
-        ML2DModel.load(path)
+        read_model(path, ML2DModel)
 
 
 def test_truncated_references_mrcs(tmp_path):
@@ -141,7 +142,7 @@ def test_truncated_references_mrcs(tmp_path):
     with pytest.raises(InputError, match=r"references.mrcs is damaged \(truncated: it holds 1100 "
                                          rf"bytes, its header says 2 images of 8² = 1536 bytes\); "
                                          f"{RERUN}"):
-        ML2DModel.load(path)
+        read_model(path, ML2DModel)
 
 
 def test_reading_intermediate_lets_other_errors_through(tmp_path):

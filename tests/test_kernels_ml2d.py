@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cryosnake.classify2d.hypotheses import FLIP_MATRICES
 from cryosnake.kernels import cpu
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES
 
 TRANSPOSE = np.array([[0, 1], [1, 0]])
 

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 from ml2d_sim import mirror_ref, rotate_ref
 
-from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, estep, mstep
+from cryosnake.classify2d.state import ParticleState
+from cryosnake.ml2d import ML2DModel, ML2DSettings, estep, mstep
 
 N = 16
 PSI = np.array([1.75, 31.75, 61.75])  # psi_step 30 (spec §1.3)

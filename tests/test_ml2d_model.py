@@ -6,9 +6,19 @@ import numpy as np
 import pytest
 from ml2d_sim import make_views, simulate
 
-from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState, Sums, estep, mstep
-from cryosnake.ml2d.hypotheses import log_offset_prior, psi_grid, translation_half_width
-from cryosnake.ml2d.initial import initial_model_from_average, random_group_labels
+from cryosnake.classify2d.classes import random_group_labels
+from cryosnake.classify2d.hypotheses import log_offset_prior, psi_grid, translation_half_width
+from cryosnake.classify2d.state import ParticleState
+from cryosnake.io.classify2d import (
+    read_model,
+    read_state,
+    read_sums,
+    write_model,
+    write_state,
+    write_sums,
+)
+from cryosnake.ml2d import ML2DModel, ML2DSettings, Sums, estep, mstep
+from cryosnake.ml2d.initial import initial_model_from_average
 from cryosnake.ml2d.references import reference_bank
 from cryosnake.ml2d.run import estep_chunked, run_ml2d
 
@@ -115,8 +125,8 @@ def test_file_round_trips(small, tmp_path):
     )
     sums, a, state = estep(images[:20], model, settings)
     new = mstep(model, sums, settings)
-    new.save(tmp_path / "model.json", tmp_path / "refs.mrcs", sampling=2.5)
-    back = ML2DModel.load(tmp_path / "model.json")
+    write_model(new, tmp_path / "model.json", tmp_path / "refs.mrcs", sampling=2.5)
+    back = read_model(tmp_path / "model.json", ML2DModel)
     np.testing.assert_array_equal(back.references, new.references)
     for f in ("class_fractions", "mirror_fractions", "class_weights", "signal_change"):
         np.testing.assert_array_equal(getattr(back, f), getattr(new, f))
@@ -126,12 +136,12 @@ def test_file_round_trips(small, tmp_path):
         new.iteration,
         new.norm_scale_mean,
     )
-    sums.save(tmp_path / "sums.npz")
-    s2 = Sums.load(tmp_path / "sums.npz")
+    write_sums(tmp_path / "sums.npz", sums)
+    s2 = read_sums(tmp_path / "sums.npz", Sums)
     np.testing.assert_array_equal(s2.ref_sum, sums.ref_sum)
     assert s2.loglik_sum == sums.loglik_sum and s2.n_images == 20
-    state.save(tmp_path / "state.npz")
-    st2 = ParticleState.load(tmp_path / "state.npz")
+    write_state(tmp_path / "state.npz", state)
+    st2 = read_state(tmp_path / "state.npz")
     np.testing.assert_array_equal(st2.offsets, state.offsets)
     np.testing.assert_array_equal(st2.norm_scale, state.norm_scale)
     # the re-loaded model gives bit-identical E-step results

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from ml2d_sim import make_views, mirror_ref, rotate_ref, shift_ref
 
+from cryosnake.classify2d.hypotheses import psi_grid
+from cryosnake.classify2d.poses import apply_pose, wrap_angle_deg
 from cryosnake.kernels.cpu import circular_mask
-from cryosnake.ml2d import ML2DModel, ML2DSettings, apply_pose, estep
-from cryosnake.ml2d.hypotheses import psi_grid
-from cryosnake.ml2d.poses import wrap_angle_deg
+from cryosnake.ml2d import ML2DModel, ML2DSettings, estep
 
 
 @pytest.mark.parametrize("mirror", [0, 1])

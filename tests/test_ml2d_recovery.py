@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from ml2d_sim import make_views, simulate
 
+from cryosnake.classify2d.poses import wrap_angle_deg
 from cryosnake.ml2d import ML2DSettings
-from cryosnake.ml2d.poses import wrap_angle_deg
 from cryosnake.ml2d.run import run_ml2d
 
 N = 64

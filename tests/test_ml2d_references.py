@@ -9,6 +9,7 @@ import starfile
 
 from cryosnake.errors import InputError
 from cryosnake.io import mrc
+from cryosnake.io.classify2d import read_model
 from cryosnake.ml2d import ML2DModel
 from cryosnake.pipeline.ml2d import read_references, start_job
 
@@ -40,7 +41,7 @@ def test_user_references_set_k_in_the_start_model(tmp_path, monkeypatch):
            "particle_diameter": 0.0, "reseed_fraction": 0.0, "reseed_iterations": 10,
            "max_iterations": 2, "seed": 1, "fourier": False}
     start_job(tmp_path / "p.star", cfg, 5, tmp_path / "m.json", tmp_path / "r.mrcs")
-    model = ML2DModel.load(tmp_path / "m.json")
+    model = read_model(tmp_path / "m.json", ML2DModel)
     assert model.n_classes == 5  # K = number of references, not `classes`
     np.testing.assert_allclose(model.references, imgs[:5], atol=1e-6)
     np.testing.assert_allclose(model.class_fractions, 0.2)

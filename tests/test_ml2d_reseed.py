@@ -1,4 +1,4 @@
-"""Re-seeding of near-empty classes (``reseed_fraction``, :mod:`cryosnake.ml2d.reseed`).
+"""Re-seeding of near-empty classes (``reseed_fraction``, :mod:`cryosnake.classify2d.reseed`).
 
 The planted situation: four views, references for two of them, one reference that is the
 blend of the other two, and one far-off reference that no particle takes. Without re-seeding
@@ -12,7 +12,8 @@ import pytest
 from ml2d_sim import make_views, simulate
 from test_ml2d_recovery import _best_labels
 
-from cryosnake.ml2d import ML2DSettings, reseed
+from cryosnake.classify2d import reseed
+from cryosnake.ml2d import ML2DSettings
 from cryosnake.ml2d.run import run_ml2d
 from cryosnake.mlf2d import MLF2DSettings
 from cryosnake.mlf2d.run import run_mlf2d

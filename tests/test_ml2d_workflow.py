@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 import starfile
 
+from cryosnake.classify2d.poses import apply_pose
 from cryosnake.io import mrc
 from cryosnake.io.particles import ParticleStack
-from cryosnake.ml2d import apply_pose
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = """

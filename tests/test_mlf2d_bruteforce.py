@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from ml2d_sim import mirror_ref, rotate_ref
 
+from cryosnake.classify2d.hypotheses import FLIP_MATRICES, INVERSE_FLIP
+from cryosnake.classify2d.state import ParticleState
 from cryosnake.ctf import CTFParams, ctf_images
-from cryosnake.ml2d import ParticleState
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES, INVERSE_FLIP
 from cryosnake.mlf2d import MLF2DModel, MLF2DSettings, estep, mstep
 
 N = 16

@@ -10,9 +10,10 @@ import pytest
 from ml2d_sim import mirror_ref, rotate_ref
 
 from cryosnake import config as cs_config
+from cryosnake.classify2d.hypotheses import FLIP_MATRICES
 from cryosnake.ctf import CTFParams
 from cryosnake.errors import InputError
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES
+from cryosnake.io.classify2d import read_model, read_sums, write_model, write_sums
 from cryosnake.mlf2d import (
     MLF2DModel,
     MLF2DSettings,
@@ -158,8 +159,8 @@ def test_start_model_noise_and_files_round_trip(tmp_path):
     k = np.fft.fftfreq(16) * 16
     beyond = np.rint(np.hypot(k[None], k[:, None])) > model.shell_high
     assert spec[beyond].max() < 1e-6 * spec.max()
-    model.save(tmp_path / "model.json", tmp_path / "refs.mrcs", 3.0)
-    back = MLF2DModel.load(tmp_path / "model.json")
+    write_model(model, tmp_path / "model.json", tmp_path / "refs.mrcs", 3.0)
+    back = read_model(tmp_path / "model.json", MLF2DModel)
     np.testing.assert_array_equal(back.references, model.references)
     np.testing.assert_array_equal(back.noise_spectra, model.noise_spectra)
     assert (back.shell_high, back.sampling) == (model.shell_high, model.sampling)
@@ -180,8 +181,8 @@ def test_sums_add_save_and_load(tmp_path):
     total = sum([a, b, b])
     np.testing.assert_allclose(total.ref_sum, 2 * b.ref_sum)
     assert total.n_images == 20 and total.offset_sum == 3.0
-    total.save(tmp_path / "s.npz")
-    back = MLF2DSums.load(tmp_path / "s.npz")
+    write_sums(tmp_path / "s.npz", total)
+    back = read_sums(tmp_path / "s.npz", MLF2DSums)
     np.testing.assert_array_equal(back.noise_sum, total.noise_sum)
     np.testing.assert_array_equal(back.best_count, [6.0, 0.0, 14.0])
     assert back.loglik_sum == -6.0 and isinstance(back.n_images, int)

@@ -11,7 +11,10 @@ A job reads files and hands arrays to the strategy; the strategy calls the numer
     data = strategy.particle_data(table, rows, settings)          # per chunk
     sums, assignments, new_state = strategy.estep(images, model, settings, state, data,
                                                   group_labels, backend)
-    new_model = strategy.mstep(model, sum(strategy.sums_type.load(p) for p in paths), settings)
+    new_model = strategy.mstep(model, sum(read_sums(p, strategy.sums_type) for p in paths),
+                               settings)
+
+The files (models, sums, states) are read and written by :mod:`cryosnake.io.classify2d`.
 """
 
 from __future__ import annotations
@@ -26,8 +29,8 @@ class Classifier2D(Protocol):
     """What the jobs of one run need from ML2D or MLF2D.
 
     * ``name``: ``"ML2D"`` or ``"MLF2D"`` (for logs).
-    * ``model_type``: the model class (``load(model_json)``, ``save(json, mrcs, sampling)``).
-    * ``sums_type``: the additive statistics of an E-step (``load``, ``save``, ``zeros``, ``+``).
+    * ``model_type``: the model class (``to_dict``, ``from_dict``: its ``model.json``).
+    * ``sums_type``: the additive statistics of an E-step (``zeros``, ``+``).
     """
 
     name: str
@@ -51,13 +54,31 @@ class Classifier2D(Protocol):
 
     def estep(self, images: np.ndarray, model, settings, state, data, group_labels, backend):
         """One E-step on a chunk: ``(sums, assignments, new_state)``; ``state=None``: a fresh
-        :class:`~cryosnake.ml2d.ParticleState`; ``data``: :meth:`particle_data` of the chunk."""
+        :class:`~cryosnake.classify2d.state.ParticleState`; ``data``: :meth:`particle_data` of
+        the chunk."""
 
     def mstep(self, model, sums, settings):
         """The next model from the sums of all chunks."""
 
     def mstep_summary(self, model) -> str:
         """Extra text for the M-step's log line (``""`` for none)."""
+
+
+def settings_keywords(ml2d: dict) -> dict:
+    """The settings of the ``ml2d:`` config section that ML2D and MLF2D share, as keywords of
+    :class:`~cryosnake.ml2d.ML2DSettings` (and of its extension
+    :class:`~cryosnake.mlf2d.MLF2DSettings`). ``particle_diameter: auto`` with ``norm`` is 0
+    here (resolved from the box later)."""
+    keywords = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
+                    fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
+                    offset_std=ml2d["offset_std"], seed=ml2d["seed"],
+                    particle_diameter=(0.0 if ml2d["particle_diameter"] == "auto" and ml2d["norm"]
+                                       else ml2d["particle_diameter"]),
+                    reseed_fraction=ml2d["reseed_fraction"],
+                    reseed_iterations=ml2d["reseed_iterations"])
+    if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
+        keywords["max_iterations"] = ml2d["max_iterations"]
+    return keywords
 
 
 def classifier(fourier: bool) -> Classifier2D:

@@ -90,7 +90,7 @@ def _optics_from_relion30(particles: pd.DataFrame, source: Path):
             numbers(particles, "rlnDetectorPixelSize", source) * 1e4
             / numbers(particles, "rlnMagnification", source)
         )
-    keys = [c for c in ("rlnImagePixelSize", *star.CTF_OPTICS) if c in particles.columns]
+    keys = [c for c in ("rlnImagePixelSize", *ctf.OPTICS_COLUMNS) if c in particles.columns]
     if keys:
         groups = pd.DataFrame({k: numbers(particles, k, source) for k in keys}).round(6)
         codes, uniques = pd.factorize(pd.MultiIndex.from_frame(groups))
@@ -191,7 +191,7 @@ def read_cryosparc(path: Path):
     if "ctf/phase_shift_rad" in names:
         particles["rlnPhaseShift"] = np.rad2deg(cs["ctf/phase_shift_rad"].astype(float))
     particles, optics = _optics_from_relion30(particles, path)
-    optics[star.PHASE_FLIP] = 0  # cryoSPARC extracts without phase flipping
+    optics[ctf.PHASE_FLIP_COLUMN] = 0  # cryoSPARC extracts without phase flipping
     # cryoSPARC paths are relative to the project folder, usually the .cs file's grandparent
     base = path.parent.parent if not (path.parent / paths[0]).exists() else path.parent
     return particles, optics, base

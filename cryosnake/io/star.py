@@ -14,23 +14,13 @@ import numpy as np
 import pandas as pd
 import starfile
 
+from cryosnake import ctf
 from cryosnake.atomic import write_text
 from cryosnake.errors import InputError
 
 #: Per-particle columns that RELION 3.1 keeps in the optics table.
-OPTICS_COLUMNS = (
-    "rlnImagePixelSize",
-    "rlnImageSize",
-    "rlnImageDimensionality",
-    "rlnVoltage",
-    "rlnSphericalAberration",
-    "rlnAmplitudeContrast",
-)
-
-CTF_OPTICS = ("rlnVoltage", "rlnSphericalAberration", "rlnAmplitudeContrast")
-#: RELION's flag (optics group in 3.1, per particle in 3.0) for images phase-flipped at
-#: extraction; ``ml2d.phase_flipped: auto`` reads it.
-PHASE_FLIP = "rlnCtfDataArePhaseFlipped"
+OPTICS_COLUMNS = ("rlnImagePixelSize", "rlnImageSize", "rlnImageDimensionality",
+                  *ctf.OPTICS_COLUMNS)
 
 
 def read_blocks(path) -> dict[str, pd.DataFrame]:
@@ -130,8 +120,7 @@ def write_blocks(path, blocks: dict[str, pd.DataFrame]) -> None:
 #: reads ``rlnVoltage``, ``rlnSphericalAberration`` and ``rlnAmplitudeContrast`` of every optics
 #: group even when it does not correct the CTF, and stops without them ("trying to read image
 #: with empty file name!"). They mean nothing without per-particle ``rlnDefocusU``.
-NOMINAL_OPTICS = {"rlnVoltage": 300.0, "rlnSphericalAberration": 2.7,
-                  "rlnAmplitudeContrast": 0.1}
+NOMINAL_OPTICS = dict(zip(ctf.OPTICS_COLUMNS, (300.0, 2.7, 0.1), strict=True))
 
 
 def write_particles(path, particles: pd.DataFrame, optics: pd.DataFrame) -> None:

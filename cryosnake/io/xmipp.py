@@ -18,7 +18,7 @@ psi, then mirrored** (``x -> -x``) **if flip, then shifted by b**: ``Sh_b[Mir^fl
 ``geo2TransformationMatrix`` reads "first flip, then rotate, then shift"; that is the same map
 written as ``diag(-1, 1) R(psi) = R(-psi) diag(-1, 1)``: flip first, then rotate by ``-psi``.
 
-cryosnake's poses (RELION's convention, :mod:`cryosnake.ml2d.poses`) bring a particle onto its
+cryosnake's poses (RELION's convention, :mod:`cryosnake.classify2d.poses`) bring a particle onto its
 class average as ``Rot_{-psi}[Mir^mu[Sh_o[X]]]``: the point map ``r -> R(-psi) M^mu (r + o)``
 (``M = diag(-1, 1)``). Equal to Xmipp's ``r -> M^flip R(psi_x) r + b`` when ``flip = mu``,
 

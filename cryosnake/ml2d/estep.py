@@ -30,11 +30,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake import masks
-from cryosnake.kernels import cpu
-
-from .hypotheses import (
+from cryosnake.classify2d.classes import output_classes
+from cryosnake.classify2d.hypotheses import (
     FLIP_MATRICES,
     INVERSE_FLIP,
+    hypothesis_log_priors,
     log_offset_prior,
     physical_offset,
     psi_grid,
@@ -42,11 +42,13 @@ from .hypotheses import (
     translation_half_width,
     window_shifts,
 )
+from cryosnake.classify2d.poses import hypothesis_to_pose
+from cryosnake.classify2d.state import INVALID_OFFSET, ParticleState
+from cryosnake.kernels import cpu
+
 from .model import ML2DModel
-from .poses import hypothesis_to_pose
 from .references import back_rotate_sums, reference_bank
 from .settings import ML2DSettings
-from .state import INVALID_OFFSET, ParticleState
 from .sums import Sums
 
 _PRESELECT_BATCH = 128  # images per fast-mode pre-selection batch
@@ -77,47 +79,6 @@ class _Totals:
         return cls(per_image, np.full((n, k_out, 2, 2), INVALID_OFFSET, dtype=np.int32),
                    np.zeros((n_keys, N, N)), backend.ml2d_window_accumulator(n_keys, N),
                    np.zeros(k_out), np.zeros(k_out), np.zeros(k_out), np.zeros(k_out))
-
-
-def output_classes(images, n: int, state: ParticleState, n_model_classes: int,
-                   group_labels, n_classes: int) -> tuple[np.ndarray | None, int]:
-    """Check a chunk against the model and return ``(group_labels, K_out)`` (ML2D and MLF2D).
-
-    ``images`` must be ``n x n``, ``state`` for these particles and the model's classes; with
-    ``group_labels`` (iteration 0 of "generate classes") the statistics go to ``n_classes``
-    output classes, otherwise to the model's ``n_model_classes``.
-    """
-    m = int(images.shape[0])
-    if images.shape[1:] != (n, n):
-        raise ValueError(f"images are {images.shape[1:]}, the model's references {(n, n)}")
-    if state.n_particles != m or state.n_classes != n_model_classes:
-        raise ValueError(
-            f"state is for {state.n_particles} particles x {state.n_classes} classes, "
-            f"the E-step has {m} particles x {n_model_classes} classes"
-        )
-    if group_labels is None:
-        return None, n_model_classes
-    group_labels = np.asarray(group_labels, dtype=np.int64).reshape(m)
-    if m and (group_labels.min() < 0 or group_labels.max() >= n_classes):
-        raise ValueError(f"group_labels must lie in 0..{n_classes - 1}")
-    return group_labels, int(n_classes)
-
-
-def hypothesis_log_priors(model: ML2DModel, n_flips: int) -> np.ndarray:
-    """``log(alpha_k * (1 - m_k or m_k))`` per class and flip, ``[K, n_flips]`` (spec §1.4).
-
-    Without mirrors (4 flips) the mirror prior factor is 1. ``-inf`` marks impossible blocks
-    (dead classes, ``m_k`` of 0 or 1), which are never computed.
-    """
-    alpha = model.class_fractions
-    m = model.mirror_fractions
-    with np.errstate(divide="ignore"):
-        if n_flips == 4:
-            lp = np.log(alpha)[:, None] * np.ones((1, 4))
-        else:
-            fam = np.stack([1.0 - m, m], axis=1)  # [K, 2]
-            lp = np.log(alpha)[:, None] + np.log(np.repeat(fam, 4, axis=1))
-    return np.where(np.isfinite(lp), lp, -np.inf)
 
 
 class _Context:
@@ -258,13 +219,13 @@ def estep(
 
     Returns the additive :class:`Sums`, the per-particle ``assignments`` (dict of ``[n]``
     arrays: ``class_number`` (1..K), ``psi_deg``, ``origin_x_px``, ``origin_y_px``, ``mirror``
-    (0/1) -- the pose of the best hypothesis in the output convention of :mod:`.poses` --
-    ``max_posterior`` (``Pmax``), ``loglik`` (``LL_i``), ``norm_scale``, ``background``,
-    ``search_kept``: the fraction of the image's ``(k, j, f)`` blocks the fast search kept, 1
-    without it), and the new :class:`ParticleState` (for ``settings.n_classes`` classes with
-    ``group_labels``, then with unknown offsets). ``norm_scale`` is the updated ``s_i`` relative
-    to the references before the M-step's renormalisation (divide by
-    ``new_model.norm_scale_mean`` to refer it to the new model).
+    (0/1) -- the pose of the best hypothesis in the output convention of
+    :mod:`cryosnake.classify2d.poses` -- ``max_posterior`` (``Pmax``), ``loglik`` (``LL_i``),
+    ``norm_scale``, ``background``, ``search_kept``: the fraction of the image's ``(k, j, f)``
+    blocks the fast search kept, 1 without it), and the new :class:`ParticleState` (for
+    ``settings.n_classes`` classes with ``group_labels``, then with unknown offsets).
+    ``norm_scale`` is the updated ``s_i`` relative to the references before the M-step's
+    renormalisation (divide by ``new_model.norm_scale_mean`` to refer it to the new model).
     """
     n = int(images.shape[0])
     ctx = _Context(model, settings, backend)

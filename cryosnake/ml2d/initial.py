@@ -2,8 +2,9 @@
 
 "Generate classes": the model starts from ONE reference, the plain average of all images
 (:func:`initial_model_from_average`); iteration 0 is a full E-step against it in which the
-statistics of each image go to its random group (:func:`random_group_labels`, passed as
-``group_labels`` to :func:`cryosnake.ml2d.estep`), so the M-step yields ``K`` ML-aligned
+statistics of each image go to its random group
+(:func:`cryosnake.classify2d.classes.random_group_labels`, passed as ``group_labels`` to
+:func:`cryosnake.ml2d.estep`), so the M-step yields ``K`` ML-aligned
 averages of ``K`` random disjoint subsets.
 """
 
@@ -15,18 +16,6 @@ from cryosnake import masks
 
 from .model import ML2DModel
 from .settings import ML2DSettings
-
-
-def random_group_labels(n_images: int, n_classes: int, seed: int) -> np.ndarray:
-    """Random groups of equal size (``±1``): contiguous blocks of a seeded shuffle (§1.11).
-
-    Returns ``int64 [n_images]`` labels in ``0 .. n_classes - 1``; image ``perm[r]`` (``r``-th
-    in the shuffled order) gets ``floor(r K / n)``.
-    """
-    perm = np.random.default_rng(seed).permutation(n_images)
-    labels = np.empty(n_images, dtype=np.int64)
-    labels[perm] = (np.arange(n_images) * n_classes) // max(n_images, 1)
-    return labels
 
 
 def image_sum(images, batch: int = 1024) -> np.ndarray:

@@ -1,17 +1,12 @@
-"""The ML2D model ``Theta`` (spec ``algorithms.md`` §1.2) and its files."""
+"""The ML2D model ``Theta`` (spec ``algorithms.md`` §1.2); its files:
+:mod:`cryosnake.io.classify2d`."""
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-
-from cryosnake.atomic import write_json
-from cryosnake.errors import reading_intermediate
-from cryosnake.io import mrc
 
 
 @dataclass
@@ -99,28 +94,16 @@ class ML2DModel:
             "sampling": float(self.sampling),
         }
 
-    def save(self, model_json, references_mrcs, sampling: float) -> None:
-        """Write the JSON (scalars, per-class vectors) and the references as an MRC stack (Å/px)."""
-        mrc.write_stack(references_mrcs, self.references.astype(np.float32), sampling)
-        d = self.to_dict()
-        d["references"] = str(Path(references_mrcs).name)
-        write_json(model_json, d)
-
     @classmethod
-    def load(cls, model_json, references_mrcs=None) -> ML2DModel:
-        """Read a model written by :meth:`save` (references next to the JSON unless given)."""
-        with reading_intermediate(model_json):
-            d = json.loads(Path(model_json).read_text())
-            if references_mrcs is None:
-                references_mrcs = Path(model_json).parent / d["references"]
-        with reading_intermediate(references_mrcs):
-            refs = mrc.read_stack(references_mrcs).astype(np.float64)
+    def from_dict(cls, d: dict, references: np.ndarray) -> ML2DModel:
+        """The model of a :meth:`to_dict` record ``d`` (``null`` read as NaN) with its
+        ``references`` ``[K, N, N]``."""
 
         def arr(v):
             return np.array([np.nan if x is None else x for x in v], dtype=np.float64)
 
         return cls(
-            references=refs,
+            references=references,
             class_fractions=arr(d["class_fractions"]),
             mirror_fractions=arr(d["mirror_fractions"]),
             sigma_noise=float(d["sigma_noise"]),

@@ -10,20 +10,16 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cryosnake.classify2d.classes import random_group_labels
+from cryosnake.classify2d.state import ParticleState
 from cryosnake.classify2d.strategy import join_assignments
 from cryosnake.kernels import cpu
 
 from .estep import estep
-from .initial import (
-    image_sum,
-    initial_model_from_average,
-    initial_model_from_references,
-    random_group_labels,
-)
+from .initial import image_sum, initial_model_from_average, initial_model_from_references
 from .model import ML2DModel
 from .mstep import mstep
 from .settings import ML2DSettings
-from .state import ParticleState
 from .sums import Sums
 
 

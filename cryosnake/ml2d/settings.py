@@ -38,7 +38,7 @@ class ML2DSettings:
       inside the mask. Not available with ``norm``.
     * ``reseed_fraction``, ``reseed_iterations``: re-seed a class whose weight falls below
       ``reseed_fraction`` times the mean class size from the largest class, in the M-steps
-      up to iteration ``reseed_iterations`` (:mod:`cryosnake.ml2d.reseed`; 0 = never, the
+      up to iteration ``reseed_iterations`` (:mod:`cryosnake.classify2d.reseed`; 0 = never, the
       seed's behaviour: an emptied class stays empty).
     * ``window_factor``: translation half-width ``w = ceil(window_factor * max(1, xi))``
       (6, or 3 for Xmipp's ``--save_memB``); ``max_shift_px`` optionally caps ``w`` further.

@@ -5,28 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from cryosnake.classify2d.strategy import settings_keywords
+
 from .estep import estep
 from .initial import initial_model_from_average, initial_model_from_references
 from .model import ML2DModel
 from .mstep import mstep
 from .settings import ML2DSettings
 from .sums import Sums
-
-
-def settings_keywords(ml2d: dict) -> dict:
-    """The settings of the ``ml2d:`` config section that ML2D and MLF2D share, as keywords of
-    :class:`ML2DSettings`. ``particle_diameter: auto`` with ``norm`` is 0 here (resolved
-    from the box later)."""
-    keywords = dict(n_classes=ml2d["classes"], psi_step=ml2d["psi_step"], mirror=ml2d["mirror"],
-                    fast=ml2d["fast"], norm=ml2d["norm"], noise_std=ml2d["noise_std"],
-                    offset_std=ml2d["offset_std"], seed=ml2d["seed"],
-                    particle_diameter=(0.0 if ml2d["particle_diameter"] == "auto" and ml2d["norm"]
-                                       else ml2d["particle_diameter"]),
-                    reseed_fraction=ml2d["reseed_fraction"],
-                    reseed_iterations=ml2d["reseed_iterations"])
-    if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
-        keywords["max_iterations"] = ml2d["max_iterations"]
-    return keywords
 
 
 class ML2D:

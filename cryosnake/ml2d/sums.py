@@ -7,53 +7,11 @@ already back-rotated and mask-filled, which are linear maps, §1.8).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 
-from cryosnake.atomic import save_npz
-from cryosnake.errors import reading_intermediate
-
-
-class AdditiveStats:
-    """Mixin for dataclasses of additive statistics: ``a + b`` field by field, ``sum([...])``,
-    and ``.npz`` save/load (0-d arrays come back as Python scalars). The dataclass has a
-    ``ref_sum`` field ``[K, ..., N]`` (``K`` classes, ``N x N`` images)."""
-
-    @property
-    def n_classes(self) -> int:
-        return int(self.ref_sum.shape[0])
-
-    @property
-    def image_size(self) -> int:
-        return int(self.ref_sum.shape[-1])
-
-    def __add__(self, other):
-        if type(other) is not type(self):
-            return NotImplemented
-        for f in fields(self):
-            a, b = np.shape(getattr(self, f.name)), np.shape(getattr(other, f.name))
-            if a != b:
-                raise ValueError(f"cannot add {type(self).__name__} with {f.name} of shapes "
-                                 f"{a} and {b}")
-        return type(self)(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
-
-    def __radd__(self, other):
-        if isinstance(other, int) and other == 0:  # lets sum([...]) start from 0
-            return self
-        return self.__add__(other)
-
-    def save(self, path) -> None:
-        """Write as ``.npz`` atomically."""
-        save_npz(path, **{f.name: np.asarray(getattr(self, f.name)) for f in fields(self)})
-
-    @classmethod
-    def load(cls, path):
-        with reading_intermediate(path), np.load(path) as z:
-            kw = {f.name: z[f.name] for f in fields(cls)}
-        return cls(**{k: v.item() if v.ndim == 0 else v for k, v in kw.items()})
+from cryosnake.classify2d.sums import AdditiveStats
 
 
 @dataclass
@@ -68,7 +26,7 @@ class Sums(AdditiveStats):
     * ``offset_sum``: ``sum_i E_off,i`` (px^2).
     * ``loglik_sum``: ``sum_i LL_i`` (§1.9); ``pmax_sum``: ``sum_i Pmax_i``.
     * ``best_count``: ``[K]`` particles whose most probable class is ``k`` (the class sizes
-      the user sees; re-seeding, :mod:`.reseed`).
+      the user sees; re-seeding, :mod:`cryosnake.classify2d.reseed`).
     * ``scale_sum``: ``sum_i s_i`` of the updated scales (norm renormalisation; ``n`` otherwise).
     * ``n_images``: number of particles; ``image_size``: ``N``.
     """

@@ -1,6 +1,8 @@
 """MLF2D: maximum-likelihood multi-reference 2D alignment and classification in Fourier space
 with the CTF and coloured noise (spec ``algorithms.md`` §2; Scheres et al. 2007, Xmipp
-``mlf_align2d``). Shares ML2D's hypotheses, pose convention, per-particle state and workflow.
+``mlf_align2d``). Shares with ML2D the core of :mod:`cryosnake.classify2d` (hypotheses, pose
+convention, per-particle state, fractions and convergence, re-seeding) and extends its model
+and settings (:class:`~cryosnake.ml2d.ML2DModel`, :class:`~cryosnake.ml2d.ML2DSettings`).
 
 Workflow interface (one E-step job per particle chunk, one M-step that gathers)::
 

@@ -46,11 +46,17 @@ import math
 import numpy as np
 
 from cryosnake import masks
+from cryosnake.classify2d.classes import output_classes
+from cryosnake.classify2d.hypotheses import (
+    FLIP_MATRICES,
+    hypothesis_log_priors,
+    log_offset_prior,
+    psi_grid,
+    total_angle,
+)
+from cryosnake.classify2d.poses import hypothesis_to_pose
+from cryosnake.classify2d.state import ParticleState
 from cryosnake.kernels import cpu
-from cryosnake.ml2d.estep import hypothesis_log_priors, output_classes
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES, log_offset_prior, psi_grid, total_angle
-from cryosnake.ml2d.poses import hypothesis_to_pose
-from cryosnake.ml2d.state import ParticleState
 
 from .fourier import PointSet, scatter_points, search_disc, translation_table, wrap_offset
 from .groups import flipped_ctf, ring_ctf2
@@ -169,8 +175,8 @@ def estep(
       :class:`.MLF2DSettings`.
     * ``ctf``: :class:`cryosnake.ctf.CTFParams` of these ``n`` particles (``None``: ``c = 1``);
       ``groups``: ``int [n]`` defocus group of each particle (``None``: all in group 0).
-    * ``state``: :class:`~cryosnake.ml2d.ParticleState` whose ``offsets[i, k, mu]`` are the
-      stored physical offsets (px, ``(x, y)``); ``None``: all zero (spec §2.7) and the
+    * ``state``: :class:`~cryosnake.classify2d.state.ParticleState` whose ``offsets[i, k, mu]``
+      are the stored physical offsets (px, ``(x, y)``); ``None``: all zero (spec §2.7) and the
       complete search (no stage 1).
     * ``group_labels``: "generate classes" iteration 0 (one-reference model): the statistics of
       particle ``i`` go to output class ``group_labels[i]`` (``settings.n_classes`` classes);
@@ -180,7 +186,7 @@ def estep(
 
     ``assignments`` has the keys of ML2D's (``class_number``, ``psi_deg``, ``origin_x_px``,
     ``origin_y_px``, ``mirror``, ``max_posterior``, ``loglik``, ``norm_scale`` = 1,
-    ``background`` = 0) in the output pose convention of :mod:`cryosnake.ml2d.poses`, and
+    ``background`` = 0) in the output pose convention of :mod:`cryosnake.classify2d.poses`, and
     ``search_kept``: the fraction of the image's ``(k, f, psi_j)`` blocks taken to stage 2
     (1 without the fast search).
     """

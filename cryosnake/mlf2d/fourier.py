@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES
+from cryosnake.classify2d.hypotheses import FLIP_MATRICES
 
 
 def n_shells(n: int) -> int:

@@ -14,12 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake.ctf import CTFParams, ctf_from_frequencies, missing_columns
+from cryosnake.classify2d.hypotheses import FLIP_MATRICES
+from cryosnake.ctf import PHASE_FLIP_COLUMN, CTFParams, ctf_from_frequencies, missing_columns
 from cryosnake.errors import InputError
-from cryosnake.io import star
-from cryosnake.ml2d.hypotheses import FLIP_MATRICES
-
-PHASE_FLIP_COLUMN = star.PHASE_FLIP
 
 
 def resolve_phase_flipped(setting, table) -> tuple[bool, str]:

@@ -14,7 +14,7 @@ so it can run chunk by chunk): the power per shell ``sum |X^|^2``, ``sum CTF X^`
 "Generate classes" (Decisions: the same procedure as ML2D): the start model holds ``A_0`` as
 its single reference (low-passed to ``high_res_limit``), iteration 0 aligns every image
 to it and sends the statistics to ``K`` seeded random groups
-(:func:`cryosnake.ml2d.initial.random_group_labels`). User references are used as given
+(:func:`cryosnake.classify2d.classes.random_group_labels`). User references are used as given
 (taken as CTF-corrected), low-passed to ``high_res_limit``, with the same noise spectra.
 """
 
@@ -25,8 +25,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from cryosnake import masks
+from cryosnake.classify2d.sums import AdditiveStats
 from cryosnake.kernels import cpu
-from cryosnake.ml2d.sums import AdditiveStats
 
 from .fourier import (
     gather_points,

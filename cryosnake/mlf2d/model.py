@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from cryosnake.errors import reading_intermediate
 from cryosnake.ml2d.model import ML2DModel
 
 from .fourier import shell_counts, shell_frequency
@@ -106,13 +103,12 @@ class MLF2DModel(ML2DModel):
         return d
 
     @classmethod
-    def load(cls, model_json, references_mrcs=None) -> MLF2DModel:
-        base = super().load(model_json, references_mrcs)
-        with reading_intermediate(model_json):
-            d = json.loads(Path(model_json).read_text())
-            for name in ("group_defocus", "group_sizes", "noise_spectra", "ssnr", "shell_high"):
-                setattr(base, name, d[name])
-        base.shell_prob = d.get("shell_prob", -1)
-        base.shell_ext = d.get("shell_ext", -1)
-        base.__post_init__()
-        return base
+    def from_dict(cls, d: dict, references: np.ndarray) -> MLF2DModel:
+        """As :meth:`ML2DModel.from_dict`, with the noise spectra, groups, SSNR and shells."""
+        model = super().from_dict(d, references)
+        for name in ("group_defocus", "group_sizes", "noise_spectra", "ssnr", "shell_high"):
+            setattr(model, name, d[name])
+        model.shell_prob = d.get("shell_prob", -1)
+        model.shell_ext = d.get("shell_ext", -1)
+        model.__post_init__()
+        return model

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from cryosnake import masks
-from cryosnake.ml2d import reseed
-from cryosnake.ml2d.mstep import updated_fields
+from cryosnake.classify2d import reseed
+from cryosnake.classify2d.mstep import updated_fields
 
 from .fourier import independent_points, scatter_points, shell_counts, shell_of
 from .model import MLF2DModel
@@ -46,7 +46,7 @@ def mstep(model: MLF2DModel, sums: MLF2DSums, settings: MLF2DSettings) -> MLF2DM
     * the CTF-corrected SSNR of every class (the one its filter used);
     * LL, <Pmax>, signal change and convergence as ML2D (§1.10);
     * with ``reseed_fraction``, near-empty classes re-seeded from the largest
-      (:mod:`cryosnake.ml2d.reseed`; perturbation: noise of variance ``1 / Den_j(l)``);
+      (:mod:`cryosnake.classify2d.reseed`; perturbation: noise of variance ``1 / Den_j(l)``);
     * with ``adaptive_resolution``, the limits ``l_prob``, ``l_ext`` of the next E-step from
       the SSNR of the class averages (:mod:`.resolution`).
     """

@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import numpy as np
 
+from cryosnake.classify2d.classes import random_group_labels
 from cryosnake.classify2d.strategy import join_assignments
 from cryosnake.kernels import cpu
-from cryosnake.ml2d.initial import random_group_labels
 
 from .estep import estep
 from .groups import defocus_groups

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from cryosnake.classify2d.strategy import settings_keywords
 from cryosnake.ctf import CTFParams
-from cryosnake.ml2d.strategy import settings_keywords
 
 from .estep import estep
 from .groups import particle_groups, resolve_phase_flipped

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cryosnake.ml2d.sums import AdditiveStats
+from cryosnake.classify2d.sums import AdditiveStats
 
 
 @dataclass

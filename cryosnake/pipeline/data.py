@@ -34,8 +34,8 @@ def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=Fals
         "optics_groups": int(len(optics)),
         "has_ctf": bool(has_ctf),
         # what the input says (None: nothing); ml2d.phase_flipped: auto uses it
-        "phase_flipped": (bool(table[star.PHASE_FLIP].astype(int).max())
-                          if star.PHASE_FLIP in table else None),
+        "phase_flipped": (bool(table[ctf.PHASE_FLIP_COLUMN].astype(int).max())
+                          if ctf.PHASE_FLIP_COLUMN in table else None),
     }
     if len(pixel_sizes) > 1:
         print(f"warning: several pixel sizes {pixel_sizes.tolist()} Å/px; using "

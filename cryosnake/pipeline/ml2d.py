@@ -22,14 +22,24 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from cryosnake.atomic import save_npz
+from cryosnake.classify2d.classes import random_group_labels
+from cryosnake.classify2d.state import ParticleState
 from cryosnake.classify2d.strategy import Classifier2D, classifier, join_assignments
 from cryosnake.errors import InputError
 from cryosnake.io import mrc, star
+from cryosnake.io.classify2d import (
+    read_assignments,
+    read_model,
+    read_state,
+    read_sums,
+    write_assignments,
+    write_model,
+    write_state,
+    write_sums,
+)
 from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, read_image_stack
 from cryosnake.kernels import get_backend
-from cryosnake.ml2d import ML2DModel, ML2DSettings, ParticleState
-from cryosnake.ml2d.initial import random_group_labels
+from cryosnake.ml2d import ML2DModel, ML2DSettings
 
 #: The documented mirror-flag column of ``particles.star`` (1 = the particle was mirrored
 #: (x → −x about the box centre) after shifting by the origin and before rotating by −psi).
@@ -51,7 +61,7 @@ def settings_from_config(ml2d: dict, table=None) -> ML2DSettings:
 def load_model(model_json, ml2d_cfg: dict) -> ML2DModel:
     """The model of an iteration (:class:`MLF2DModel <cryosnake.mlf2d.MLF2DModel>` with
     ``fourier``)."""
-    return classifier(ml2d_cfg.get("fourier")).model_type.load(model_json)
+    return read_model(model_json, classifier(ml2d_cfg.get("fourier")).model_type)
 
 
 def read_references(path, box: int) -> np.ndarray:
@@ -87,7 +97,7 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
         chunks = ((rows, ps.read(rows)) for rows in
                   (chunk_rows(ps.n, chunk_size, c) for c in range(n_chunks(ps.n, chunk_size))))
         model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs)
-        model.save(out_model, out_refs, ps.sampling)
+        write_model(model, out_model, out_refs, ps.sampling)
 
 
 def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
@@ -105,7 +115,7 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
     kernel backend's name (``cpu`` or ``cuda``)."""
     kernels = get_backend(backend)
     strategy = classifier(ml2d_cfg["fourier"])
-    model = strategy.model_type.load(model_json)
+    model = read_model(model_json, strategy.model_type)
     with ParticleStack(particles_star) as ps:
         settings = strategy.settings(ml2d_cfg, ps.table)
         rows = chunk_rows(ps.n, chunk_size, chunk)
@@ -115,13 +125,13 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
     generated_start = iteration == 0 and not ml2d_cfg["references"]
     groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]
               if generated_start else None)
-    state = ParticleState.load(previous_state) if previous_state else None
+    state = read_state(previous_state) if previous_state else None
     sums, assignments, new_state = estep_with_progress(
         strategy, images, model, settings, state, data, groups, kernels,
         f"E-step {iteration:03d}/{chunk:04d}")
-    sums.save(out_sums)
-    new_state.save(out_state)
-    save_npz(out_assignments, rows=rows, **assignments)
+    write_sums(out_sums, sums)
+    write_state(out_state, new_state)
+    write_assignments(out_assignments, rows, assignments)
     print(f"E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
           f"LL {sums.loglik_sum:.6g}")
 
@@ -156,9 +166,10 @@ def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model
     """Gather the chunk sums and update the model (spec §1.8–1.10, §2.9)."""
     strategy = classifier(ml2d_cfg["fourier"])
     settings = strategy.settings(ml2d_cfg)
-    model = strategy.model_type.load(model_json)
-    new = strategy.mstep(model, sum(strategy.sums_type.load(p) for p in sums_paths), settings)
-    new.save(out_model, out_refs, sampling)
+    model = read_model(model_json, strategy.model_type)
+    new = strategy.mstep(model, sum(read_sums(p, strategy.sums_type) for p in sums_paths),
+                         settings)
+    write_model(new, out_model, out_refs, sampling)
     change = np.nanmax(new.signal_change) if np.isfinite(new.signal_change).any() else np.nan
     print(f"M-step iteration {new.iteration}: LL {new.loglik:.8g}, <Pmax> {new.ave_pmax:.4f}, "
           f"sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, max change {change:.4g}, "
@@ -168,11 +179,7 @@ def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model
 
 def load_assignments(paths) -> dict[str, np.ndarray]:
     """Concatenate the per-chunk assignment files in particle order."""
-    parts = []
-    for p in paths:
-        with np.load(p) as z:
-            parts.append({k: z[k] for k in z.files})
-    out = join_assignments(parts)
+    out = join_assignments(read_assignments(p) for p in paths)
     order = np.argsort(out["rows"], kind="stable")
     return {k: v[order] for k, v in out.items()}
 
@@ -190,7 +197,7 @@ def final_job(particles_star, model_json, assignment_paths, ml2d_cfg: dict, out_
     if len(a["rows"]) != len(particles) or (a["rows"] != np.arange(len(particles))).any():
         raise RuntimeError("assignment chunks do not cover the particles exactly once")
     mrc.write_stack(out_classes, model.references, sampling)
-    model.save(out_model, str(out_model).replace(".json", "_references.mrcs"), sampling)
+    write_model(model, out_model, str(out_model).replace(".json", "_references.mrcs"), sampling)
 
     counts = np.bincount(a["class_number"] - 1, minlength=model.n_classes)
     classes = pd.DataFrame({

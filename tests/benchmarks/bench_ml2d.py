@@ -36,11 +36,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from ml2d_sim import make_views, simulate  # noqa: E402
 
 from cryosnake import mlf2d  # noqa: E402
+from cryosnake.classify2d.classes import random_group_labels  # noqa: E402
+from cryosnake.classify2d.state import ParticleState  # noqa: E402
 from cryosnake.ctf import CTFParams, apply_ctf  # noqa: E402
 from cryosnake.kernels import get_backend  # noqa: E402
 from cryosnake.kernels.cpu import fft_workers  # noqa: E402
-from cryosnake.ml2d import ML2DSettings, ParticleState, estep, mstep  # noqa: E402
-from cryosnake.ml2d.initial import initial_model_from_average, random_group_labels  # noqa: E402
+from cryosnake.ml2d import ML2DSettings, estep, mstep  # noqa: E402
+from cryosnake.ml2d.initial import initial_model_from_average  # noqa: E402
 
 
 def load_backend(name):

@@ -58,9 +58,10 @@ from relion_sim import (  # noqa: E402
     structure_map,
 )
 
+from cryosnake.classify2d.poses import apply_pose  # noqa: E402
 from cryosnake.ctf import CTFParams, ctf_from_frequencies  # noqa: E402
 from cryosnake.io import mrc  # noqa: E402
-from cryosnake.ml2d import ML2DSettings, apply_pose  # noqa: E402
+from cryosnake.ml2d import ML2DSettings  # noqa: E402
 from cryosnake.ml2d.run import run_ml2d  # noqa: E402
 from cryosnake.mlf2d import MLF2DSettings  # noqa: E402
 from cryosnake.mlf2d.run import run_mlf2d  # noqa: E402

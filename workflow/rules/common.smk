@@ -5,13 +5,11 @@
 # the algorithm keys of each stage and a fingerprint of the cryosnake code the job runs
 # (cryosnake.provenance) are params. compute.* keys are not params (threads and the backend
 # change no numbers; the backend reaches a job as its `gpu` resource).
-import json
-
 from snakemake.exceptions import WorkflowError
 
 from cryosnake import config as cs_config
 from cryosnake.errors import InputError, reading_intermediate
-from cryosnake.io import mrc
+from cryosnake.io import jsonfile, mrc
 from cryosnake.io.importers import describe
 from cryosnake.io.particles import n_chunks, resolve_chunk_size
 from cryosnake.provenance import code_version
@@ -98,8 +96,8 @@ def read_json(path):
     """A JSON file the workflow wrote, read at DAG time; a damaged one is named."""
     try:
         with reading_intermediate(path, "delete it and rerun; the step that wrote it is "
-                                  "recomputed"), open(path) as fh:
-            return json.load(fh)
+                                  "recomputed"):
+            return jsonfile.read_json(path)
     except InputError as err:
         raise WorkflowError(f"cryosnake: {err}")
 

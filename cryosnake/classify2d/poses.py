@@ -1,4 +1,5 @@
-"""ML2D hypothesis -> output pose, and the pose applied to an image (spec §1.14, Decisions).
+"""Hypothesis -> output pose, and the pose applied to an image (spec §1.14, Decisions); the
+same convention for ML2D and MLF2D.
 
 Output convention (RELION's, verified by running RELION; see ``spec/conventions.md``):
 a particle ``X`` with pose ``(psi, o, mu)`` is ``X = Sh_{-o}[Mir^mu[Rot_psi[A]]]`` for its class

@@ -1,7 +1,9 @@
-"""Per-particle state carried from one ML2D iteration to the next (spec §1.12, §1.13).
+"""Per-particle state carried from one ML2D or MLF2D iteration to the next (spec §1.12, §1.13,
+§2.7).
 
 One :class:`ParticleState` covers one chunk of particles (the workflow keeps one file per
-chunk per iteration), so every array is indexed by the particle's row in its chunk.
+chunk per iteration, :mod:`cryosnake.io.classify2d`), so every array is indexed by the
+particle's row in its chunk.
 """
 
 from __future__ import annotations
@@ -9,9 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from cryosnake.atomic import save_npz
-from cryosnake.errors import reading_intermediate
 
 INVALID_OFFSET = -999
 """Marker of an unknown fast-mode offset: the first fast iteration is complete (§1.12)."""
@@ -23,7 +22,8 @@ class ParticleState:
 
     * ``offsets``: int32 ``[n, K, 2, 2]`` -- fast mode (§1.12): physical optimal translation
       ``t*`` (px, last axis ``(x, y)``) per class and mirror flag (axis 2: ``mu = 0, 1``) from
-      the previous iteration; :data:`INVALID_OFFSET` when unknown.
+      the previous iteration; :data:`INVALID_OFFSET` when unknown. MLF2D: the stored
+      physical offsets ``t_ikmu`` its limited search is centred on (§2.7).
     * ``norm_scale``: ``[n]`` intensity scale ``s_i`` (norm model §1.13; 1 without it), relative
       to the references of the model the E-step that wrote it worked with: the next E-step uses
       ``s_i / model.norm_scale_mean`` (the M-step's renormalisation of the mean scale to 1).
@@ -67,16 +67,3 @@ class ParticleState:
             np.concatenate([s.norm_scale for s in states]),
             np.concatenate([s.background for s in states]),
         )
-
-    def save(self, path) -> None:
-        """Write as ``.npz`` (atomic)."""
-        save_npz(path, offsets=self.offsets, norm_scale=self.norm_scale, background=self.background)
-
-    @classmethod
-    def load(cls, path) -> ParticleState:
-        with reading_intermediate(path), np.load(path) as z:
-            return cls(
-                z["offsets"].astype(np.int32),
-                z["norm_scale"].astype(np.float64),
-                z["background"].astype(np.float64),
-            )

@@ -54,7 +54,7 @@ def rng(seed: int, iteration: int) -> np.random.Generator:
 
 
 def reseed_fields(fields: dict, split: list[tuple[int, int]], perturbation) -> dict:
-    """``fields`` (:func:`cryosnake.ml2d.mstep.updated_fields`) with the references, class and
+    """``fields`` (:func:`cryosnake.classify2d.mstep.updated_fields`) with the references, class and
     mirror fractions of every pair updated; ``perturbation(large)`` gives ``e`` for the large
     class (shape of one reference). Convergence is reset: the model changed."""
     if not split:

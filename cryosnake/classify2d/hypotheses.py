@@ -1,10 +1,12 @@
-"""The discrete hypothesis space of ML2D (spec ``algorithms.md`` §1.3, §1.4, §1.14).
+"""The discrete hypothesis space of ML2D and MLF2D (spec ``algorithms.md`` §1.3, §1.4, §1.14).
 
 A hypothesis is ``h = (k, j, f, s)``: class ``k``, reference angle ``psi_j``, exact flip ``f``
 (``q = f % 4`` quarter turns, mirror ``mu = f >= 4``) and integer translation ``s`` (px) of the
 square window. Its physical meaning (§1.14): total in-plane angle ``theta = 90 q + psi_j``
 (deg), particle position ``t = F_f s`` (px, ``(x, y)``) and the aligned image
-``Rot_theta[Mir^mu[Sh_{-t}[X]]] ~ A_k``.
+``Rot_theta[Mir^mu[Sh_{-t}[X]]] ~ A_k``. ML2D searches ``s`` on the square window below;
+MLF2D searches physical offsets on a disc around stored ones
+(:func:`cryosnake.mlf2d.fourier.search_disc`, §2.7) with the same flips, angles and priors.
 """
 
 from __future__ import annotations
@@ -99,3 +101,21 @@ def window_shift_of(f, tx, ty) -> tuple[np.ndarray, np.ndarray]:
 def total_angle(f, psi_deg) -> np.ndarray:
     """``theta = 90 q + psi_j`` (deg) of hypotheses with flip ``f`` and reference angle ``psi``."""
     return 90.0 * flip_quarter(f) + np.asarray(psi_deg)
+
+
+def hypothesis_log_priors(model, n_flips: int) -> np.ndarray:
+    """``log(alpha_k * (1 - m_k or m_k))`` per class and flip, ``[K, n_flips]`` (spec §1.4), from
+    the ``class_fractions`` and ``mirror_fractions`` ``[K]`` of ``model``.
+
+    Without mirrors (4 flips) the mirror prior factor is 1. ``-inf`` marks impossible blocks
+    (dead classes, ``m_k`` of 0 or 1), which are never computed.
+    """
+    alpha = model.class_fractions
+    m = model.mirror_fractions
+    with np.errstate(divide="ignore"):
+        if n_flips == 4:
+            lp = np.log(alpha)[:, None] * np.ones((1, 4))
+        else:
+            fam = np.stack([1.0 - m, m], axis=1)  # [K, 2]
+            lp = np.log(alpha)[:, None] + np.log(np.repeat(fam, 4, axis=1))
+    return np.where(np.isfinite(lp), lp, -np.inf)
