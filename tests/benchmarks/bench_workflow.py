@@ -116,8 +116,8 @@ def workflow_iterations(results: Path) -> list[dict]:
         mtime = (ml2d / f"iter_{it}" / "model.json").stat().st_mtime
         esteps = sorted((results / "benchmarks" / "ml2d").glob(f"estep_{it}_*.tsv"))
         bench = [*esteps, results / "benchmarks" / "ml2d" / f"mstep_{it}.tsv"]
-        logs = [*sorted((ml2d / "logs" / f"iter_{it}").glob("estep_*.log")),
-                ml2d / "logs" / f"iter_{it}" / "mstep.log"]
+        logs = [*sorted((results / "logs" / "ml2d").glob(f"estep_{it}_*.log")),
+                results / "logs" / "ml2d" / f"mstep_{it}.log"]
         rows.append({"iteration": i, "wall": mtime - previous,
                      "jobs": sum(_bench_s(p) for p in bench),
                      "compute": sum(_done_s(p) for p in logs),
