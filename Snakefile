@@ -21,7 +21,7 @@ AS_MODULE = Path(workflow.basedir).resolve() != CRYOSNAKE_DIR.resolve()
 
 # Use this checkout's cryosnake package, here and in every job's script (local, conda, SLURM).
 sys.path.insert(0, str(CRYOSNAKE_DIR))
-from cryosnake.pipeline.jobs import use_package_from  # noqa: E402
+from cryosnake.pipeline.runtime import use_package_from  # noqa: E402
 
 use_package_from(CRYOSNAKE_DIR)
 

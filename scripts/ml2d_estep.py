@@ -1,7 +1,7 @@
 """Rule ml2d_estep: the E-step of one particle chunk."""
 
-from cryosnake.pipeline.jobs import job_backend, rule_job
 from cryosnake.pipeline.ml2d import estep_job
+from cryosnake.pipeline.runtime import job_backend, rule_job
 
 w = snakemake.wildcards
 with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_estep {w.iter}/{w.chunk}",

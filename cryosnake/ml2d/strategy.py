@@ -50,7 +50,7 @@ class ML2D:
                 total += images.sum(axis=0, dtype=np.float64)
                 n += len(rows)
             model = initial_model_from_average(total / n, settings, sampling)
-        print(f"start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
+        print(f"ML2D start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
               f"xi {model.sigma_offset:.4g}")
         return model
 

@@ -118,11 +118,11 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
     state = ParticleState.load(previous_state) if previous_state else None
     sums, assignments, new_state = estep_with_progress(
         strategy, images, model, settings, state, data, groups, kernels,
-        f"E-step {iteration:03d}/{chunk:04d}")
+        f"{strategy.name} E-step {iteration:03d}/{chunk:04d}")
     sums.save(out_sums)
     new_state.save(out_state)
     save_npz(out_assignments, rows=rows, **assignments)
-    print(f"E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
+    print(f"{strategy.name} E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
           f"LL {sums.loglik_sum:.6g}")
 
 
@@ -160,9 +160,9 @@ def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model
     new = strategy.mstep(model, sum(strategy.sums_type.load(p) for p in sums_paths), settings)
     new.save(out_model, out_refs, sampling)
     change = np.nanmax(new.signal_change) if np.isfinite(new.signal_change).any() else np.nan
-    print(f"M-step iteration {new.iteration}: LL {new.loglik:.8g}, <Pmax> {new.ave_pmax:.4f}, "
-          f"sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, max change {change:.4g}, "
-          f"converged {new.converged}{strategy.mstep_summary(new)}")
+    print(f"{strategy.name} M-step iteration {new.iteration}: LL {new.loglik:.8g}, "
+          f"<Pmax> {new.ave_pmax:.4f}, sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, "
+          f"max change {change:.4g}, converged {new.converged}{strategy.mstep_summary(new)}")
     return new
 
 

@@ -49,8 +49,8 @@ sys.path.insert(0, str(REPO))
 
 from cryosnake.io.particles import ParticleStack  # noqa: E402
 from cryosnake.kernels import get_backend  # noqa: E402
-from cryosnake.pipeline.jobs import set_threads  # noqa: E402
 from cryosnake.pipeline.ml2d import settings_from_config  # noqa: E402
+from cryosnake.pipeline.runtime import set_threads  # noqa: E402
 
 _DONE = re.compile(r"\] done in ([0-9.]+) s")
 
