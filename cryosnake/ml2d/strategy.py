@@ -36,11 +36,16 @@ class ML2D:
     name = "ML2D"
     model_type = ML2DModel
     sums_type = Sums
+    groups_type = None  # no defocus groups
 
     def settings(self, ml2d_cfg: dict, table=None) -> ML2DSettings:
         return ML2DSettings(**settings_keywords(ml2d_cfg))
 
-    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references) -> ML2DModel:
+    def defocus_groups(self, table, settings) -> None:
+        return None
+
+    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references,
+              groups=None) -> ML2DModel:
         """The user references, else the global average of all particles (§1.11)."""
         if references is not None:
             model = initial_model_from_references(references, settings, sampling)
@@ -54,7 +59,7 @@ class ML2D:
               f"xi {model.sigma_offset:.4g}")
         return model
 
-    def particle_data(self, table, rows, settings) -> None:
+    def particle_data(self, table, rows, settings, groups=None) -> None:
         return None
 
     def estep(self, images, model, settings, state, data, group_labels, backend):

@@ -1,11 +1,13 @@
 """Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs. With
 ``ml2d.fourier`` the same jobs run MLF2D (:mod:`cryosnake.mlf2d`): each job picks its
 strategy once (:func:`cryosnake.classify2d.strategy.classifier`); MLF2D's takes the CTF of
-each chunk's particles from the particle STAR, the defocus groups from the whole table.
+each chunk's particles from the particle STAR and their defocus groups from the file the
+start job wrote.
 
 Files of one run (``{outdir}/ml2d``):
 
-* ``start/``: the single global average that iteration 0 of "generate classes" aligns to.
+* ``start/``: the single global average that iteration 0 of "generate classes" aligns to;
+  with MLF2D, ``defocus_groups.npz``: the defocus group of every particle, computed once.
 * ``iter_NNN/``: ``model.json`` + ``references.mrcs`` written by the M-step of iteration NNN,
   and ``chunks/{sums,state,assignments}_CCCC.npz`` written by its E-step jobs.
 * ``classes.mrcs``, ``classes.star``, ``particles.star``, ``model.json``: the final outputs,
@@ -75,19 +77,27 @@ def count_references(path) -> int:
     return mrc.header_info(path)["shape"][0]
 
 
-def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs) -> None:
+def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs,
+              out_groups=None) -> None:
     """Iteration-0 input: the start model of ML2D (the global average, or the user
-    references) or of MLF2D (also the initial noise spectra per defocus group)."""
+    references) or of MLF2D (also the initial noise spectra per defocus group, and the
+    defocus groups of the run in ``out_groups``, which MLF2D needs)."""
     strategy = classifier(ml2d_cfg["fourier"])
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
         settings = strategy.settings(ml2d_cfg, ps.table)
         refs = (read_references(ml2d_cfg["references"], ps.box) if ml2d_cfg["references"]
                 else None)
+        groups = strategy.defocus_groups(ps.table, settings)
         chunks = ((rows, ps.read(rows)) for rows in
                   (chunk_rows(ps.n, chunk_size, c) for c in range(n_chunks(ps.n, chunk_size))))
-        model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs)
+        model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs,
+                               groups)
         model.save(out_model, out_refs, ps.sampling)
+    if groups is not None:
+        if out_groups is None:
+            raise ValueError(f"{strategy.name} start: out_groups (defocus_groups.npz) not given")
+        groups.save(out_groups)
 
 
 def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
@@ -100,17 +110,23 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
 
 def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
               backend: str, model_json, previous_state, out_sums, out_state,
-              out_assignments) -> None:
+              out_assignments, groups_npz=None) -> None:
     """E-step of one particle chunk against the model of the previous iteration; ``backend``: the
-    kernel backend's name (``cpu`` or ``cuda``)."""
+    kernel backend's name (``cpu`` or ``cuda``); ``groups_npz``: the defocus groups the start
+    job wrote (MLF2D)."""
     kernels = get_backend(backend)
     strategy = classifier(ml2d_cfg["fourier"])
     model = strategy.model_type.load(model_json)
+    defocus = None
+    if strategy.groups_type is not None:
+        if groups_npz is None:
+            raise ValueError(f"{strategy.name} E-step: groups_npz (defocus_groups.npz) not given")
+        defocus = strategy.groups_type.load(groups_npz)
     with ParticleStack(particles_star) as ps:
         settings = strategy.settings(ml2d_cfg, ps.table)
         rows = chunk_rows(ps.n, chunk_size, chunk)
         images = ps.read(rows)
-        data = strategy.particle_data(ps.table, rows, settings)
+        data = strategy.particle_data(ps.table, rows, settings, defocus)
         n_total = ps.n
     generated_start = iteration == 0 and not ml2d_cfg["references"]
     groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]

@@ -149,7 +149,7 @@ def in_process(results: Path, config: dict, threads: int) -> list[float]:
         from cryosnake import mlf2d
         from cryosnake.mlf2d.run import run_mlf2d
 
-        ctf, _, _ = mlf2d.particle_groups(table, settings)
+        ctf = mlf2d.particle_ctf(table, settings)
         # the first interval includes the start model (the workflow's start job)
         run_mlf2d(images, ctf, sampling, settings, max_iterations=ml2d_cfg["max_iterations"],
                   backend=backend, callback=callback)
