@@ -105,6 +105,17 @@ def _search_kept(chunks: Path) -> float:
     return float(np.concatenate(kept).mean()) if kept else float("nan")
 
 
+def iteration_logs(results: Path, it: str) -> list[Path]:
+    """The E-step and M-step logs of iteration ``it``: ``logs/ml2d/estep_NNN_CCCC.log`` and
+    ``logs/ml2d/mstep_NNN.log`` (issue 17), or, from a checkout before that (``--repo``),
+    ``ml2d/logs/iter_NNN/{estep_CCCC,mstep}.log``."""
+    logs = results / "logs" / "ml2d"
+    if (logs / f"mstep_{it}.log").exists():
+        return [*sorted(logs.glob(f"estep_{it}_*.log")), logs / f"mstep_{it}.log"]
+    old = results / "ml2d" / "logs" / f"iter_{it}"
+    return [*sorted(old.glob("estep_*.log")), old / "mstep.log"]
+
+
 def workflow_iterations(results: Path) -> list[dict]:
     """Per iteration: wall (M-step mtimes), summed job wall and compute, E-step job count."""
     ml2d = results / "ml2d"
@@ -116,8 +127,7 @@ def workflow_iterations(results: Path) -> list[dict]:
         mtime = (ml2d / f"iter_{it}" / "model.json").stat().st_mtime
         esteps = sorted((results / "benchmarks" / "ml2d").glob(f"estep_{it}_*.tsv"))
         bench = [*esteps, results / "benchmarks" / "ml2d" / f"mstep_{it}.tsv"]
-        logs = [*sorted((results / "logs" / "ml2d").glob(f"estep_{it}_*.log")),
-                results / "logs" / "ml2d" / f"mstep_{it}.log"]
+        logs = iteration_logs(results, it)
         rows.append({"iteration": i, "wall": mtime - previous,
                      "jobs": sum(_bench_s(p) for p in bench),
                      "compute": sum(_done_s(p) for p in logs),
