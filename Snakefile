@@ -2,6 +2,7 @@
 #
 #   snakemake --cores all                                   # demo -> ML2D -> Reconstruct Significant
 #   snakemake -s PATH/TO/Snakefile --cores all --configfile my.yaml   # your data, from your folder
+#   snakemake --cores all ml2d                              # 2D classification only (or: significant)
 #
 # The default config, rules and scripts are found relative to this file; relative paths in
 # your config and all outputs are relative to the folder you run snakemake in.
@@ -20,7 +21,7 @@ AS_MODULE = Path(workflow.basedir).resolve() != CRYOSNAKE_DIR.resolve()
 
 # Use this checkout's cryosnake package, here and in every job's script (local, conda, SLURM).
 sys.path.insert(0, str(CRYOSNAKE_DIR))
-from cryosnake.pipeline.jobs import use_package_from  # noqa: E402
+from cryosnake.pipeline.runtime import use_package_from  # noqa: E402
 
 use_package_from(CRYOSNAKE_DIR)
 
@@ -50,3 +51,15 @@ rule all:
         f"{OUT}/significant/volume.png",
         f"{OUT}/summary.txt",
         ML2D_SUBSETS if config["ml2d"]["write_subsets"] else [],
+
+
+# Targets by stage: `snakemake ml2d` (the 2D classes, ML2D or MLF2D), `snakemake significant`
+# (the initial volume, and the classes it needs).
+rule ml2d:
+    input:
+        rules.ml2d_final.output,
+
+
+rule significant:
+    input:
+        rules.significant_final.output,

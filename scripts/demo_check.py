@@ -1,7 +1,7 @@
 """Rule demo_check: score the run's classes and volume against the demo's truth."""
 
 from cryosnake.pipeline.demo_check import demo_check_job
-from cryosnake.pipeline.jobs import rule_job
+from cryosnake.pipeline.runtime import rule_job
 
 inp = snakemake.input
 with rule_job(snakemake.log[0], snakemake.threads, "demo_check"):

@@ -1,7 +1,7 @@
 """Rule ml2d_estep: the E-step of one particle chunk."""
 
-from cryosnake.pipeline.jobs import job_backend, rule_job
 from cryosnake.pipeline.ml2d import estep_job
+from cryosnake.pipeline.runtime import job_backend, rule_job
 
 w = snakemake.wildcards
 with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_estep {w.iter}/{w.chunk}",
@@ -9,4 +9,5 @@ with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_estep {w.iter}/{w.chun
     estep_job(snakemake.input.particles, int(w.chunk), snakemake.params.chunk_size, int(w.iter),
               snakemake.params.ml2d, job_backend(snakemake.resources),
               snakemake.input.model, snakemake.input.get("state"), snakemake.output.sums,
-              snakemake.output.state, snakemake.output.assignments)
+              snakemake.output.state, snakemake.output.assignments,
+              snakemake.input.get("groups"))  # MLF2D only

@@ -1,8 +1,8 @@
 """Rule ml2d_mstep: gather the chunk sums of one iteration and update the model."""
 
 from cryosnake.pipeline.data import read_summary
-from cryosnake.pipeline.jobs import rule_job
 from cryosnake.pipeline.ml2d import mstep_job
+from cryosnake.pipeline.runtime import rule_job
 
 with rule_job(snakemake.log[0], snakemake.threads, f"ml2d_mstep {snakemake.wildcards.iter}",
               end_process=True):

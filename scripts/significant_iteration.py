@@ -1,6 +1,6 @@
 """Rule significant_iteration: significant assignment + weighted reconstruction."""
 
-from cryosnake.pipeline.jobs import job_backend, rule_job
+from cryosnake.pipeline.runtime import job_backend, rule_job
 from cryosnake.pipeline.significant import iteration_job
 
 it = int(snakemake.wildcards.iter)

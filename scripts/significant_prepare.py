@@ -1,6 +1,6 @@
 """Rule significant_prepare: the 2D averages at the working grid."""
 
-from cryosnake.pipeline.jobs import rule_job
+from cryosnake.pipeline.runtime import rule_job
 from cryosnake.pipeline.significant import prepare_job
 
 with rule_job(snakemake.log[0], snakemake.threads, "significant_prepare"):

@@ -1,7 +1,7 @@
 """Rule significant_reprojections: each average beside the volume's projection at its pose."""
 
-from cryosnake.pipeline.jobs import rule_job
 from cryosnake.pipeline.reprojection import reprojection_job
+from cryosnake.pipeline.runtime import rule_job
 
 inp, out = snakemake.input, snakemake.output
 with rule_job(snakemake.log[0], 1, "significant_reprojections"):

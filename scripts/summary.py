@@ -4,7 +4,7 @@ from pathlib import Path
 
 from cryosnake.io import star
 from cryosnake.mlf2d import resolve_phase_flipped
-from cryosnake.pipeline.jobs import rule_job
+from cryosnake.pipeline.runtime import rule_job
 from cryosnake.summary import RunFiles, write_run_summary
 
 inp = snakemake.input

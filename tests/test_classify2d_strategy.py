@@ -51,3 +51,37 @@ def test_mlf2d_particle_data_subset_is_that_of_the_rows():
     assert part.groups.tolist() == [0, 1, 1]
     assert part.ctf.defocus_u.tolist() == [9000.0, 10000.0, 11000.0]
     assert part.ctf.voltage == 300.0
+
+
+def test_mlf2d_defocus_groups_once_give_each_chunk_its_ctf_and_groups(tmp_path):
+    """The groups the start job writes once give every chunk the CTF and group labels that
+    the whole table gives (issue 17.3: not recomputed by each E-step job)."""
+    import pandas as pd
+
+    from cryosnake.io.classify2d import read_defocus_groups, write_defocus_groups
+    from cryosnake.io.particles import chunk_rows
+    from cryosnake.mlf2d import MLF2DSettings, particle_groups
+
+    rng = np.random.default_rng(5)
+    n = 130
+    du = rng.uniform(10000, 30000, n)
+    table = pd.DataFrame({"rlnDefocusU": du, "rlnDefocusV": du - 150.0,
+                          "rlnDefocusAngle": rng.uniform(0, 180, n), "rlnVoltage": 300.0,
+                          "rlnSphericalAberration": 2.7, "rlnAmplitudeContrast": 0.1},
+                         index=np.arange(n) + 7)  # the table's index plays no part
+    strategy, settings = classifier(True), MLF2DSettings()
+    groups = strategy.defocus_groups(table, settings)
+    write_defocus_groups(tmp_path / "defocus_groups.npz", groups)
+    read = read_defocus_groups(tmp_path / "defocus_groups.npz", strategy.groups_type)
+    ctf, whole = particle_groups(table, settings)
+    np.testing.assert_array_equal(read.labels, whole.labels)
+    np.testing.assert_array_equal(read.defocus, whole.defocus)
+    assert read.labels.dtype == np.int64 and len(read.defocus) > 2
+    for c in range(3):
+        rows = chunk_rows(n, 50, c)
+        data = strategy.particle_data(table, rows, settings, read)
+        np.testing.assert_array_equal(data.groups, whole.labels[rows])
+        for field in ctf.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(data.ctf, field),
+                                          getattr(ctf.subset(rows), field), err_msg=field)
+    assert classifier(False).defocus_groups(table, settings) is None

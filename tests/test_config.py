@@ -171,3 +171,17 @@ def test_cuda_backend_without_gpu_is_a_clear_error(cfg, monkeypatch):
     # jobs sent to a cluster check on their GPU node, not on the submitting host
     assert cs_config.check_backend(set_key(cfg, "compute.backend", "cuda"), on_this_host=False) \
         == "cuda"
+
+
+def test_the_hand_run_config_is_valid(cfg):
+    """.test/config/config.yaml (a small run to try by hand) over the defaults, as Snakemake
+    merges them, passes the schema and the cross-key checks."""
+    merged = copy.deepcopy(cfg)
+    for key, value in yaml.safe_load((REPO / ".test/config/config.yaml").read_text()).items():
+        if isinstance(value, dict):
+            merged[key].update(value)
+        else:
+            merged[key] = value
+    cs_config.validate(merged, SCHEMA)
+    cs_config.check(merged)
+    assert merged["ml2d"]["max_iterations"] == 3 and merged["outdir"] == ".test/results"

@@ -25,8 +25,8 @@ from cryosnake.io.particles import ParticleStack
 from cryosnake.ml2d import Sums
 from cryosnake.ml2d.model import ML2DModel
 from cryosnake.pipeline.data import import_job
-from cryosnake.pipeline.jobs import rule_job
 from cryosnake.pipeline.ml2d import start_job
+from cryosnake.pipeline.runtime import rule_job
 from cryosnake.pipeline.significant import read_averages
 from cryosnake.volume3d.symmetry import parse_symmetry
 
@@ -172,7 +172,7 @@ def test_rule_job_end_process_keeps_the_log_and_the_exit_status(tmp_path):
     """A job script that ends its process at once (end_process: no interpreter teardown) still
     exits 0 after success, 1 after an InputError, with its output in the log and on stdout."""
     code = ("import sys\nfrom cryosnake.errors import InputError\n"
-            "from cryosnake.pipeline.jobs import rule_job\n"
+            "from cryosnake.pipeline.runtime import rule_job\n"
             "with rule_job(sys.argv[1], name='job', end_process=True):\n"
             "    print('computed')\n"
             "    if sys.argv[2] == 'bad':\n        raise InputError('x.star: bad row')\n"

@@ -59,7 +59,7 @@ def test_mlf2d_run_writes_the_ml2d_outputs(tmp_path):
     for i in range(4):  # iteration 0 (generated classes) .. 3
         m = json.loads((out / f"iter_{i:03d}" / "model.json").read_text())
         assert m["fourier"] is True and np.isfinite(m["loglik"])
-    start_log = (out / "logs" / "start.log").read_text()
+    start_log = (tmp_path / "results" / "logs" / "ml2d_start.log").read_text()
     assert "MLF2D start model" in start_log
     # phase_flipped: auto (default) reads the demo's rlnCtfDataArePhaseFlipped 0
     assert "phase flipped: false (auto: rlnCtfDataArePhaseFlipped = 0 in the input)" in start_log

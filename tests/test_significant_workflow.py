@@ -60,7 +60,7 @@ def test_kill_and_resume_gives_the_same_volume(tmp_path, reference_run):
                             stderr=subprocess.DEVNULL, start_new_session=True)
     sig = run / "results" / "significant"
     deadline = time.time() + 300
-    while time.time() < deadline and not (sig / "logs" / "iter_003.log").exists():
+    while time.time() < deadline and not (run / "results/logs/significant/iter_003.log").exists():
         time.sleep(0.02)  # iteration 3 has started: iteration 2's completion was handled
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()

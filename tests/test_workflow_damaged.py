@@ -63,7 +63,7 @@ def test_damaged_sums_are_named_in_the_console_and_the_log(run, clean):
     out = snakemake(run, "ml2d", check=False).stdout
     assert "results/ml2d/iter_002/chunks/sums_0001.npz is damaged (BadZipFile" in out
     assert RERUN in out
-    log = (run / "results/ml2d/logs/iter_002/mstep.log").read_text()
+    log = (run / "results/logs/ml2d/mstep_002.log").read_text()
     assert "sums_0001.npz is damaged" in log
 
 
@@ -85,7 +85,7 @@ def test_damaged_model_json_is_named_and_recomputed(run):
     assert "results/ml2d/iter_002/model.json is damaged (JSONDecodeError" in out and RERUN in out
     model.unlink()
     out = snakemake(run, "ml2d").stdout
-    assert {"ml2d_mstep(iter=002)", "ml2d"} <= jobs(out)
+    assert {"ml2d_mstep(iter=002)", "ml2d_final"} <= jobs(out)
     assert json.loads(model.read_text())["iteration"] == 2
 
 

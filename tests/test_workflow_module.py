@@ -47,7 +47,7 @@ def test_ml2d_as_a_module_of_a_host_workflow(tmp_path):
     out = snakemake(tmp_path, snakefile=None).stdout
     ran = jobs(out)
     # the host's target: ML2D only (the module's own `all` is not the default)
-    assert "cryosnake_ml2d" in ran and "cryosnake_all" not in ran
+    assert "cryosnake_ml2d_final" in ran and "cryosnake_all" not in ran
     assert not any(j.startswith("cryosnake_significant") for j in ran)
     ml2d = tmp_path / "paper/cryosnake/ml2d"
     assert mrc.read(ml2d / "classes.mrcs").shape == (3, 32, 32)

@@ -43,7 +43,7 @@ CONFIG = {
 }
 CHUNKS = 2
 # after the ML2D classes change: the final ML2D rule, its figures and all of Significant
-AFTER_ML2D = {"ml2d", "ml2d_plots", "significant_prepare"} | significant_run(2)
+AFTER_ML2D = {"ml2d_final", "ml2d_plots", "significant_prepare"} | significant_run(2)
 
 
 def configure(folder, **changes) -> None:
@@ -119,17 +119,17 @@ def test_a_killed_iteration_resumes_with_its_unfinished_jobs(run_folder):
     E-step runs (one job at a time), then rerun: that E-step, the M-step and what follows;
     nothing else."""
     configure(run_folder, ml2d={"max_iterations": 4})
-    logs = run_folder / "results/ml2d/logs/iter_004"
+    logs = run_folder / "results/logs/ml2d"
     proc = subprocess.Popen(snakemake_cmd(cores=1), cwd=run_folder, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 300
-    while time.time() < deadline and len(list(logs.glob("estep_*.log"))) < 2:
+    while time.time() < deadline and len(list(logs.glob("estep_004_*.log"))) < 2:
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    started = sorted(logs.glob("estep_*.log"), key=lambda p: p.stat().st_mtime_ns)
+    started = sorted(logs.glob("estep_004_*.log"), key=lambda p: p.stat().st_mtime_ns)
     assert len(started) == 2, "the run did not reach iteration 4's second E-step"
-    running = started[-1].stem.split("_")[1]  # the E-step that was killed
+    running = started[-1].stem.split("_")[2]  # the E-step that was killed
     snakemake(run_folder, "--unlock")
     out = snakemake(run_folder).stdout
     assert jobs(out) == ({f"ml2d_estep(iter=004, chunk={running})", "ml2d_mstep(iter=004)"}
@@ -141,7 +141,7 @@ def test_numeric_keys_rerun_their_stage(run_folder):
     configure(run_folder, ml2d={"max_iterations": 4}, significant={"alphaF": 99.0})
     out = jobs(snakemake(run_folder, "-n").stdout)
     assert out == {"significant_start", "significant_iteration(iter=001)",
-                   "significant_iteration(iter=002)", "significant", "significant_plots",
+                   "significant_iteration(iter=002)", "significant_final", "significant_plots",
                    "significant_reprojections", "demo_check", "summary", "all"}
     configure(run_folder, ml2d={"max_iterations": 4}, significant={"classes": {"min_share": 0.5}})
     out = jobs(snakemake(run_folder, "-n").stdout)

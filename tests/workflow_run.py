@@ -55,6 +55,6 @@ def significant_run(iterations: int) -> set[str]:
     """Every Reconstruct Significant job of a run of ``iterations`` (after the averages are
     prepared), plus the figures, the demo check and the summary that depend on it (the test
     runs are all on the built-in demo)."""
-    return ({"significant_start", "significant", "significant_plots", "significant_reprojections",
-             "demo_check", "summary", "all"}
+    return ({"significant_start", "significant_final", "significant_plots",
+             "significant_reprojections", "demo_check", "summary", "all"}
             | {f"significant_iteration(iter={i:03d})" for i in range(1, iterations + 1)})

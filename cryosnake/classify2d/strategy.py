@@ -7,14 +7,17 @@ A job reads files and hands arrays to the strategy; the strategy calls the numer
 
     strategy = classifier(ml2d_cfg["fourier"])
     settings = strategy.settings(ml2d_cfg, table)
-    model = strategy.start(ml2d_cfg, settings, table, chunks, sampling, box, references)
-    data = strategy.particle_data(table, rows, settings)          # per chunk
+    groups = strategy.defocus_groups(table, settings)             # once per run (start job)
+    model = strategy.start(ml2d_cfg, settings, table, chunks, sampling, box, references, groups)
+    groups = read_defocus_groups(path, strategy.groups_type)      # E-step job (MLF2D)
+    data = strategy.particle_data(table, rows, settings, groups)  # per chunk
     sums, assignments, new_state = strategy.estep(images, model, settings, state, data,
                                                   group_labels, backend)
     new_model = strategy.mstep(model, sum(read_sums(p, strategy.sums_type) for p in paths),
                                settings)
 
-The files (models, sums, states) are read and written by :mod:`cryosnake.io.classify2d`.
+The files (models, sums, states, defocus groups) are read and written by
+:mod:`cryosnake.io.classify2d`.
 """
 
 from __future__ import annotations
@@ -31,26 +34,36 @@ class Classifier2D(Protocol):
     * ``name``: ``"ML2D"`` or ``"MLF2D"`` (for logs).
     * ``model_type``: the model class (``to_dict``, ``from_dict``: its ``model.json``).
     * ``sums_type``: the additive statistics of an E-step (``zeros``, ``+``).
+    * ``groups_type``: what :meth:`defocus_groups` returns (``labels``, ``defocus``); ``None``
+      for ML2D, which has none.
     """
 
     name: str
     model_type: type
     sums_type: type
+    groups_type: type | None
 
     def settings(self, ml2d_cfg: dict, table=None):
         """The ``ml2d:`` config section as settings; ``table``: the merged particle table
         (``None`` where no setting depends on it, as in the M-step)."""
 
+    def defocus_groups(self, table, settings) -> Any:
+        """The defocus group of every particle of ``table`` (MLF2D,
+        :class:`~cryosnake.mlf2d.groups.DefocusGroups`; ``None`` for ML2D): computed once per
+        run, by the start job, which writes them for the E-step jobs."""
+
     def start(self, ml2d_cfg: dict, settings, table,
               chunks: Iterable[tuple[np.ndarray, np.ndarray]], sampling: float, box: int,
-              references: np.ndarray | None):
+              references: np.ndarray | None, groups):
         """The model before the first E-step, from ``chunks`` of ``(rows, images [n, N, N])``
         covering every particle once (``references [K, N, N]``: user references, else
-        "generate classes"); prints a summary to the job's log."""
+        "generate classes"; ``groups``: :meth:`defocus_groups` of ``table``); prints a summary
+        to the job's log."""
 
-    def particle_data(self, table, rows: np.ndarray, settings) -> Any:
+    def particle_data(self, table, rows: np.ndarray, settings, groups) -> Any:
         """What the E-step needs of the particles ``rows`` besides their images (``None``
-        for ML2D; MLF2D: their CTF and defocus groups). Has ``subset(index)`` if not None."""
+        for ML2D; MLF2D: their CTF and defocus groups, from ``groups``, the run's
+        :meth:`defocus_groups`). Has ``subset(index)`` if not None."""
 
     def estep(self, images: np.ndarray, model, settings, state, data, group_labels, backend):
         """One E-step on a chunk: ``(sums, assignments, new_state)``; ``state=None``: a fresh

@@ -8,7 +8,9 @@
   dataclass (:class:`cryosnake.classify2d.sums.AdditiveStats`), scalars as 0-d arrays;
 * the per-particle state of a chunk (``state_CCCC.npz``,
   :class:`~cryosnake.classify2d.state.ParticleState`) and its assignments
-  (``assignments_CCCC.npz``: ``rows`` and one ``[n]`` array per key).
+  (``assignments_CCCC.npz``: ``rows`` and one ``[n]`` array per key);
+* MLF2D's defocus groups of the whole run (``start/defocus_groups.npz``: ``labels [n]``,
+  ``defocus [G]`` in Å), written once by the start job.
 
 Every file is written atomically (:mod:`cryosnake.atomic`); one damaged by a killed job or a
 full disk is an :class:`~cryosnake.errors.InputError` that names it and says how to recover
@@ -91,3 +93,16 @@ def read_assignments(path) -> dict[str, np.ndarray]:
     """The arrays of a file of :func:`write_assignments`, ``rows`` included."""
     with np.load(path) as z:
         return {k: z[k] for k in z.files}
+
+
+def write_defocus_groups(path, groups) -> None:
+    """Write MLF2D's :class:`~cryosnake.mlf2d.groups.DefocusGroups` of a run as ``.npz``."""
+    save_npz(path, labels=np.asarray(groups.labels, np.int64),
+             defocus=np.asarray(groups.defocus, np.float64))
+
+
+def read_defocus_groups(path, groups_type):
+    """``groups_type`` (:class:`~cryosnake.mlf2d.groups.DefocusGroups`) from a file of
+    :func:`write_defocus_groups`."""
+    with reading_intermediate(path), np.load(path) as z:
+        return groups_type(labels=z["labels"], defocus=z["defocus"])

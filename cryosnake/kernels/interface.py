@@ -41,6 +41,23 @@ class BlockPosteriors:
     offset: np.ndarray  #: float64 ``[n_img]``: ``sum gamma |s|^2`` (px^2)
 
 
+@dataclass
+class TriplePosteriors:
+    """Result of :meth:`KernelBackend.mlf2d_weights` (spec §2.8) for ``nt`` triples (image,
+    class, flip; image-major) of ``V`` translations x ``n_psi`` angles, of ``n_img`` images; a
+    block is ``(t, j)``, one triple at one angle."""
+
+    gamma: np.ndarray  #: float64 ``[nt, V, n_psi]``: posteriors (0 in dropped blocks)
+    wsum: np.ndarray  #: float64 ``[nt, n_psi]``: sum of each block's posteriors
+    logmax: np.ndarray  #: float64 ``[nt, n_psi]``: largest log-weight (-inf: masked out)
+    argmax: np.ndarray  #: int64 ``[nt, n_psi]``: its translation index
+    logsum: np.ndarray  #: float64 ``[n_img]``: ``log sum_h w_h`` (-inf: no hypothesis)
+    pmax: np.ndarray  #: float64 ``[n_img]``: largest posterior
+    best_t: np.ndarray  #: int64 ``[n_img]``: triple of the largest posterior (-1: none)
+    best_v: np.ndarray  #: int64 ``[n_img]``: its translation index (-1: none)
+    best_j: np.ndarray  #: int64 ``[n_img]``: its angle index (-1: none)
+
+
 class KernelBackend(Protocol):
     """A kernel backend module (``cryosnake.kernels.cpu`` or ``cryosnake.kernels.cuda``)."""
 
@@ -163,11 +180,10 @@ class KernelBackend(Protocol):
         triple (image, flip, offset ``trip_u`` px) at the points of a ``PointSet``."""
 
     def mlf2d_weights(self, D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e-8,
-                      entry_cutoff=0.0) -> dict:
+                      entry_cutoff=0.0) -> TriplePosteriors:
         """Posteriors from ``D`` ``[nt, V, n_psi]`` (dimensionless, ``|X - cA|^2 / sigma^2``;
-        spec §2.8). A dict: ``gamma`` ``[nt, V, n_psi]``; per block ``wsum``, ``logmax``,
-        ``argmax`` ``[nt, n_psi]``; per image ``logsum``, ``pmax``, ``best_t``, ``best_v``,
-        ``best_j``."""
+        spec §2.8) of the blocks ``mask`` ``[nt, n_psi]``; log-priors per triple ``[nt]``
+        and per translation ``[nt, V]``; ``img_ptr`` ``[n_img + 1]``: each image's triples."""
 
     # --- 3D volumes (``volume``) --------------------------------------------------------------
 

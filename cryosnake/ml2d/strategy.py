@@ -22,11 +22,16 @@ class ML2D:
     name = "ML2D"
     model_type = ML2DModel
     sums_type = Sums
+    groups_type = None  # no defocus groups
 
     def settings(self, ml2d_cfg: dict, table=None) -> ML2DSettings:
         return ML2DSettings(**settings_keywords(ml2d_cfg))
 
-    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references) -> ML2DModel:
+    def defocus_groups(self, table, settings) -> None:
+        return None
+
+    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references,
+              groups=None) -> ML2DModel:
         """The user references, else the global average of all particles (§1.11)."""
         if references is not None:
             model = initial_model_from_references(references, settings, sampling)
@@ -36,11 +41,11 @@ class ML2D:
                 total += images.sum(axis=0, dtype=np.float64)
                 n += len(rows)
             model = initial_model_from_average(total / n, settings, sampling)
-        print(f"start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
+        print(f"ML2D start model: {model.n_classes} reference(s), sigma {model.sigma_noise:.4g}, "
               f"xi {model.sigma_offset:.4g}")
         return model
 
-    def particle_data(self, table, rows, settings) -> None:
+    def particle_data(self, table, rows, settings, groups=None) -> None:
         return None
 
     def estep(self, images, model, settings, state, data, group_labels, backend):

@@ -18,7 +18,13 @@ filters, resolution limits), :mod:`.initial`, :mod:`.estep`, :mod:`.mstep`, :mod
 """
 
 from .estep import estep
-from .groups import defocus_groups, particle_ctf, particle_groups, resolve_phase_flipped
+from .groups import (
+    DefocusGroups,
+    defocus_groups,
+    particle_ctf,
+    particle_groups,
+    resolve_phase_flipped,
+)
 from .initial import StartStatistics, start_model, start_statistics
 from .model import MLF2DModel
 from .mstep import mstep
@@ -26,6 +32,7 @@ from .settings import MLF2DSettings
 from .sums import MLF2DSums
 
 __all__ = [
+    "DefocusGroups",
     "MLF2DModel",
     "MLF2DSettings",
     "MLF2DSums",

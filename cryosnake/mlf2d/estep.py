@@ -337,7 +337,7 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     res = ctx.backend.mlf2d_weights(D, sig, lp_trip, ctx.log_prior_offset(uv),
                                     np.searchsorted(ii, np.arange(m + 1)), st.block_skip,
                                     st.entry_cutoff)
-    gamma, wsum = res["gamma"], res["wsum"]
+    gamma, wsum = res.gamma, res.wsum
     if debug is not None:
         for name, v in (("image", first + ii), ("k", kk), ("f", ff), ("uv", uv),
                         ("gamma", gamma), ("D", D)):
@@ -345,15 +345,15 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
 
     # per-image results (§2.8): best hypothesis, Pmax, LL, offset expectation
     sl = slice(first, first + m)
-    bt = res["best_t"]
+    bt = res.best_t
     ok = bt >= 0
     bt = np.where(ok, bt, 0)
     out["k"][sl] = np.where(ok, kk[bt], 0)
     out["f"][sl] = np.where(ok, ff[bt], 0)
-    out["j"][sl] = np.where(ok, res["best_j"], 0)
-    out["u"][sl] = np.where(ok[:, None], wrap_offset(uv[bt, res["best_v"]], ctx.n), 0)
-    out["pmax"][sl] = res["pmax"]
-    out["loglik"][sl] = res["logsum"] - ctx.logdet[groups]
+    out["j"][sl] = np.where(ok, res.best_j, 0)
+    out["u"][sl] = np.where(ok[:, None], wrap_offset(uv[bt, res.best_v], ctx.n), 0)
+    out["pmax"][sl] = res.pmax
+    out["loglik"][sl] = res.logsum - ctx.logdet[groups]
     r2 = (wrap_offset(uv, ctx.n).astype(np.float64) ** 2).sum(axis=-1)  # [nt, V]
     out["offset"][sl] = np.bincount(ii, (gamma.sum(axis=2) * r2).sum(axis=1), minlength=m)
 
@@ -380,12 +380,12 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
 
     # new stored offsets: the best hypothesis of each (k, mu) (§2.8)
     if labels is None and nt:
-        jt = res["logmax"].argmax(axis=1)
-        val = res["logmax"][np.arange(nt), jt]
+        jt = res.logmax.argmax(axis=1)
+        val = res.logmax[np.arange(nt), jt]
         fam = (ii * K + kk) * 2 + mu
         order = np.lexsort((-val, fam))
         first_of = order[np.r_[True, fam[order][1:] != fam[order][:-1]]]
-        best_u = wrap_offset(uv[first_of, res["argmax"][first_of, jt[first_of]]], ctx.n)
+        best_u = wrap_offset(uv[first_of, res.argmax[first_of, jt[first_of]]], ctx.n)
         new_offsets[first + ii[first_of], kk[first_of], mu[first_of]] = best_u
 
 

@@ -7,10 +7,13 @@ averages the CTF of each defocus group; per particle is exact for astigmatic dat
 costs nothing extra here. The noise spectrum is estimated per **defocus group**: particles
 binned by mean defocus ``(DU + DV)/2`` in bins of ``defocus_bin`` Å, small groups merged so
 that none has fewer than ``min_group_size`` particles (trap 5). Without CTF correction there is
-one group.
+one group. A run computes the groups once (:class:`DefocusGroups`, written by the workflow's
+start job) and every E-step job reads them.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,14 +62,24 @@ def particle_ctf(table, settings) -> CTFParams | None:
     return CTFParams.from_star(table)
 
 
-def particle_groups(table, settings) -> tuple[CTFParams | None, np.ndarray, np.ndarray]:
-    """``(ctf, labels, group_defocus)`` of every particle of a merged particle table: the CTF
-    parameters (:func:`particle_ctf`) and the defocus groups (:func:`defocus_groups`) with the
-    settings' bin width and minimum size. Every job of a run calls this on the whole table."""
+@dataclass
+class DefocusGroups:
+    """The defocus group of every particle of a run (:func:`defocus_groups`): computed once,
+    by the workflow's start job (``{outdir}/ml2d/start/defocus_groups.npz``, written and read
+    by :mod:`cryosnake.io.classify2d`), and read by every E-step job."""
+
+    labels: np.ndarray  #: int64 ``[n]``: the group of each particle, in the table's order
+    defocus: np.ndarray  #: float64 ``[G]``: the mean defocus of each group (Å)
+
+
+def particle_groups(table, settings) -> tuple[CTFParams | None, DefocusGroups]:
+    """``(ctf, groups)`` of every particle of a merged particle table: the CTF parameters
+    (:func:`particle_ctf`) and the defocus groups (:func:`defocus_groups`) with the settings'
+    bin width and minimum size."""
     ctf = particle_ctf(table, settings)
     labels, centres = defocus_groups(ctf, len(table), settings.defocus_bin,
                                      settings.min_group_size)
-    return ctf, labels, centres
+    return ctf, DefocusGroups(labels, centres)
 
 
 def defocus_groups(ctf: CTFParams | None, n_particles: int, bin_width: float,
@@ -75,9 +88,8 @@ def defocus_groups(ctf: CTFParams | None, n_particles: int, bin_width: float,
 
     Bins of the mean defocus ``(DU + DV)/2`` of width ``bin_width`` Å from the smallest
     defocus; walking up in defocus, consecutive bins are joined until a group holds at least
-    ``min_size`` particles; a short remainder at the top joins the last group. Deterministic,
-    so every job of a run computes the same groups from the particle table. ``ctf=None``: one
-    group (mean defocus 0).
+    ``min_size`` particles; a short remainder at the top joins the last group. Deterministic.
+    ``ctf=None``: one group (mean defocus 0).
     """
     if ctf is None or n_particles == 0:
         return np.zeros(n_particles, np.int64), np.zeros(1)

@@ -11,7 +11,7 @@ from cryosnake.classify2d.strategy import settings_keywords
 from cryosnake.ctf import CTFParams
 
 from .estep import estep
-from .groups import particle_groups, resolve_phase_flipped
+from .groups import DefocusGroups, particle_ctf, particle_groups, resolve_phase_flipped
 from .initial import start_model, start_statistics
 from .model import MLF2DModel
 from .mstep import mstep
@@ -34,12 +34,14 @@ class CTFGroups:
 
 
 class MLF2D:
-    """Fourier-space MLF2D (spec §2): the CTF of each particle and its defocus group from the
-    particle table; the start model holds the initial noise spectra per group."""
+    """Fourier-space MLF2D (spec §2): the CTF of each particle from the particle table, the
+    defocus groups computed once per run; the start model holds the initial noise spectra per
+    group."""
 
     name = "MLF2D"
     model_type = MLF2DModel
     sums_type = MLF2DSums
+    groups_type = DefocusGroups
 
     def settings(self, ml2d_cfg: dict, table=None) -> MLF2DSettings:
         """``phase_flipped: auto`` is resolved from ``table`` (``None`` without one: the
@@ -53,28 +55,33 @@ class MLF2D:
                              ctf_correction=ml2d_cfg["ctf_correction"], phase_flipped=flipped,
                              high_res_limit=ml2d_cfg["high_res_limit"])
 
-    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references) -> MLF2DModel:
+    def defocus_groups(self, table, settings) -> DefocusGroups:
+        """The defocus group of every particle of ``table`` (§2.3)."""
+        return particle_groups(table, settings)[1]
+
+    def start(self, ml2d_cfg, settings, table, chunks, sampling, box, references,
+              groups: DefocusGroups) -> MLF2DModel:
         """One pass over the particles for the CTF-corrected global average and the initial
         noise spectra per defocus group (:mod:`cryosnake.mlf2d.initial`)."""
         if ml2d_cfg["ctf_correction"]:  # the value and where it came from
             flipped, origin = resolve_phase_flipped(ml2d_cfg["phase_flipped"], table)
             print(f"phase flipped: {str(flipped).lower()} ({origin})")
-        ctf, groups, centres = particle_groups(table, settings)
+        ctf = particle_ctf(table, settings)
+        n_groups = len(groups.defocus)
         stats = 0
         for rows, images in chunks:
             stats = stats + start_statistics(images, None if ctf is None else ctf.subset(rows),
-                                             groups[rows], len(centres), sampling, settings)
-        model = start_model(stats, settings, sampling, box, centres, references)
+                                             groups.labels[rows], n_groups, sampling, settings)
+        model = start_model(stats, settings, sampling, box, groups.defocus, references)
         print(f"MLF2D start model: {model.n_classes} reference(s), {model.n_groups} defocus "
               f"group(s), resolution limit {box * sampling / model.shell_high:.1f} Å "
               f"(shell {model.shell_high}), white-equivalent noise {model.sigma_noise:.4g}")
         return model
 
-    def particle_data(self, table, rows, settings) -> CTFGroups:
-        """The CTF and defocus group of the particles ``rows`` (the groups are those of the
-        whole ``table``)."""
-        ctf, groups, _ = particle_groups(table, settings)
-        return CTFGroups(None if ctf is None else ctf.subset(rows), groups[rows])
+    def particle_data(self, table, rows, settings, groups: DefocusGroups) -> CTFGroups:
+        """The CTF and defocus group of the particles ``rows`` (``groups``: those of the whole
+        ``table``, :meth:`defocus_groups`)."""
+        return CTFGroups(particle_ctf(table.iloc[rows], settings), groups.labels[rows])
 
     def estep(self, images, model, settings, state, data, group_labels, backend):
         return estep(images, model, settings, data.ctf, data.groups, state,

@@ -1,11 +1,13 @@
 """Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs. With
 ``ml2d.fourier`` the same jobs run MLF2D (:mod:`cryosnake.mlf2d`): each job picks its
 strategy once (:func:`cryosnake.classify2d.strategy.classifier`); MLF2D's takes the CTF of
-each chunk's particles from the particle STAR, the defocus groups from the whole table.
+each chunk's particles from the particle STAR and their defocus groups from the file the
+start job wrote.
 
 Files of one run (``{outdir}/ml2d``):
 
-* ``start/``: the single global average that iteration 0 of "generate classes" aligns to.
+* ``start/``: the single global average that iteration 0 of "generate classes" aligns to;
+  with MLF2D, ``defocus_groups.npz``: the defocus group of every particle, computed once.
 * ``iter_NNN/``: ``model.json`` + ``references.mrcs`` written by the M-step of iteration NNN,
   and ``chunks/{sums,state,assignments}_CCCC.npz`` written by its E-step jobs.
 * ``classes.mrcs``, ``classes.star``, ``particles.star``, ``model.json``: the final outputs,
@@ -29,10 +31,12 @@ from cryosnake.errors import InputError
 from cryosnake.io import mrc, star
 from cryosnake.io.classify2d import (
     read_assignments,
+    read_defocus_groups,
     read_model,
     read_state,
     read_sums,
     write_assignments,
+    write_defocus_groups,
     write_model,
     write_state,
     write_sums,
@@ -85,19 +89,27 @@ def count_references(path) -> int:
     return mrc.header_info(path)["shape"][0]
 
 
-def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs) -> None:
+def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs,
+              out_groups=None) -> None:
     """Iteration-0 input: the start model of ML2D (the global average, or the user
-    references) or of MLF2D (also the initial noise spectra per defocus group)."""
+    references) or of MLF2D (also the initial noise spectra per defocus group, and the
+    defocus groups of the run in ``out_groups``, which MLF2D needs)."""
     strategy = classifier(ml2d_cfg["fourier"])
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
         settings = strategy.settings(ml2d_cfg, ps.table)
         refs = (read_references(ml2d_cfg["references"], ps.box) if ml2d_cfg["references"]
                 else None)
+        groups = strategy.defocus_groups(ps.table, settings)
         chunks = ((rows, ps.read(rows)) for rows in
                   (chunk_rows(ps.n, chunk_size, c) for c in range(n_chunks(ps.n, chunk_size))))
-        model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs)
+        model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs,
+                               groups)
         write_model(model, out_model, out_refs, ps.sampling)
+    if groups is not None:
+        if out_groups is None:
+            raise ValueError(f"{strategy.name} start: out_groups (defocus_groups.npz) not given")
+        write_defocus_groups(out_groups, groups)
 
 
 def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
@@ -110,17 +122,23 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
 
 def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
               backend: str, model_json, previous_state, out_sums, out_state,
-              out_assignments) -> None:
+              out_assignments, groups_npz=None) -> None:
     """E-step of one particle chunk against the model of the previous iteration; ``backend``: the
-    kernel backend's name (``cpu`` or ``cuda``)."""
+    kernel backend's name (``cpu`` or ``cuda``); ``groups_npz``: the defocus groups the start
+    job wrote (MLF2D)."""
     kernels = get_backend(backend)
     strategy = classifier(ml2d_cfg["fourier"])
     model = read_model(model_json, strategy.model_type)
+    defocus = None
+    if strategy.groups_type is not None:
+        if groups_npz is None:
+            raise ValueError(f"{strategy.name} E-step: groups_npz (defocus_groups.npz) not given")
+        defocus = read_defocus_groups(groups_npz, strategy.groups_type)
     with ParticleStack(particles_star) as ps:
         settings = strategy.settings(ml2d_cfg, ps.table)
         rows = chunk_rows(ps.n, chunk_size, chunk)
         images = ps.read(rows)
-        data = strategy.particle_data(ps.table, rows, settings)
+        data = strategy.particle_data(ps.table, rows, settings, defocus)
         n_total = ps.n
     generated_start = iteration == 0 and not ml2d_cfg["references"]
     groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]
@@ -128,11 +146,11 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
     state = read_state(previous_state) if previous_state else None
     sums, assignments, new_state = estep_with_progress(
         strategy, images, model, settings, state, data, groups, kernels,
-        f"E-step {iteration:03d}/{chunk:04d}")
+        f"{strategy.name} E-step {iteration:03d}/{chunk:04d}")
     write_sums(out_sums, sums)
     write_state(out_state, new_state)
     write_assignments(out_assignments, rows, assignments)
-    print(f"E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
+    print(f"{strategy.name} E-step iteration {iteration}, chunk {chunk}: {len(rows)} particles, "
           f"LL {sums.loglik_sum:.6g}")
 
 
@@ -171,9 +189,9 @@ def mstep_job(model_json, sums_paths, ml2d_cfg: dict, sampling: float, out_model
                          settings)
     write_model(new, out_model, out_refs, sampling)
     change = np.nanmax(new.signal_change) if np.isfinite(new.signal_change).any() else np.nan
-    print(f"M-step iteration {new.iteration}: LL {new.loglik:.8g}, <Pmax> {new.ave_pmax:.4f}, "
-          f"sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, max change {change:.4g}, "
-          f"converged {new.converged}{strategy.mstep_summary(new)}")
+    print(f"{strategy.name} M-step iteration {new.iteration}: LL {new.loglik:.8g}, "
+          f"<Pmax> {new.ave_pmax:.4f}, sigma {new.sigma_noise:.5g}, xi {new.sigma_offset:.4g}, "
+          f"max change {change:.4g}, converged {new.converged}{strategy.mstep_summary(new)}")
     return new
 
 

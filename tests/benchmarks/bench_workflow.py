@@ -52,8 +52,8 @@ sys.path.insert(0, str(REPO))
 
 from cryosnake.io.particles import ParticleStack  # noqa: E402
 from cryosnake.kernels import get_backend  # noqa: E402
-from cryosnake.pipeline.jobs import set_threads  # noqa: E402
 from cryosnake.pipeline.ml2d import settings_from_config  # noqa: E402
+from cryosnake.pipeline.runtime import set_threads  # noqa: E402
 
 _DONE = re.compile(r"\] done in ([0-9.]+) s")
 
@@ -108,6 +108,17 @@ def _search_kept(chunks: Path) -> float:
     return float(np.concatenate(kept).mean()) if kept else float("nan")
 
 
+def iteration_logs(results: Path, it: str) -> list[Path]:
+    """The E-step and M-step logs of iteration ``it``: ``logs/ml2d/estep_NNN_CCCC.log`` and
+    ``logs/ml2d/mstep_NNN.log`` (issue 17), or, from a checkout before that (``--repo``),
+    ``ml2d/logs/iter_NNN/{estep_CCCC,mstep}.log``."""
+    logs = results / "logs" / "ml2d"
+    if (logs / f"mstep_{it}.log").exists():
+        return [*sorted(logs.glob(f"estep_{it}_*.log")), logs / f"mstep_{it}.log"]
+    old = results / "ml2d" / "logs" / f"iter_{it}"
+    return [*sorted(old.glob("estep_*.log")), old / "mstep.log"]
+
+
 def workflow_iterations(results: Path) -> list[dict]:
     """Per iteration: wall (M-step mtimes), summed job wall and compute, E-step job count."""
     ml2d = results / "ml2d"
@@ -119,8 +130,7 @@ def workflow_iterations(results: Path) -> list[dict]:
         mtime = (ml2d / f"iter_{it}" / "model.json").stat().st_mtime
         esteps = sorted((results / "benchmarks" / "ml2d").glob(f"estep_{it}_*.tsv"))
         bench = [*esteps, results / "benchmarks" / "ml2d" / f"mstep_{it}.tsv"]
-        logs = [*sorted((ml2d / "logs" / f"iter_{it}").glob("estep_*.log")),
-                ml2d / "logs" / f"iter_{it}" / "mstep.log"]
+        logs = iteration_logs(results, it)
         rows.append({"iteration": i, "wall": mtime - previous,
                      "jobs": sum(_bench(p) for p in bench),
                      "estep_rss": max(_bench(p, "max_rss") for p in esteps),
@@ -154,7 +164,7 @@ def in_process(results: Path, config: dict, threads: int) -> list[float]:
         from cryosnake import mlf2d
         from cryosnake.mlf2d.run import run_mlf2d
 
-        ctf, _, _ = mlf2d.particle_groups(table, settings)
+        ctf = mlf2d.particle_ctf(table, settings)
         # the first interval includes the start model (the workflow's start job)
         run_mlf2d(images, ctf, sampling, settings, max_iterations=ml2d_cfg["max_iterations"],
                   backend=backend, callback=callback)

@@ -106,6 +106,8 @@ def read_json(path):
 
 ML2D = f"{OUT}/ml2d"
 ML2D_GENERATE = not config["ml2d"]["references"]
+# MLF2D: the defocus group of every particle, computed once by the start job for the E-steps
+ML2D_GROUPS = f"{ML2D}/start/defocus_groups.npz" if config["ml2d"]["fourier"] else None
 ML2D_MAX_ITERATIONS = config["ml2d"]["max_iterations"]
 INPUT_STAR = f"{OUT}/input/particles.star"
 INPUT_SUMMARY = f"{OUT}/input/summary.json"
@@ -152,6 +154,8 @@ def ml2d_estep_inputs(wildcards):
         "model": model,
         "references": model.replace("model.json", "references.mrcs"),
     }
+    if ML2D_GROUPS:
+        inputs["groups"] = ML2D_GROUPS
     if i >= 2:  # iteration 1 starts from a fresh state (the start model has other classes)
         inputs["state"] = f"{ML2D}/iter_{i - 1:03d}/chunks/state_{wildcards.chunk}.npz"
     return inputs

@@ -18,12 +18,13 @@ rule ml2d_start:
             if ML2D_GENERATE
             else f"{ML2D}/iter_000/references.mrcs"
         ),
+        groups=ML2D_GROUPS or [],
     params:
         ml2d=ml2d_algorithm_params(),
         chunk_size=CHUNK_SIZE,
         code=CODE["ml2d"],
     log:
-        f"{ML2D}/logs/start.log",
+        f"{OUT}/logs/ml2d_start.log",
     benchmark:
         f"{OUT}/benchmarks/ml2d_start.tsv"
     threads: THREADS
@@ -48,7 +49,7 @@ rule ml2d_estep:
         chunk_size=CHUNK_SIZE,
         code=CODE["ml2d"],
     log:
-        f"{ML2D}/logs/iter_{{iter}}/estep_{{chunk}}.log",
+        f"{OUT}/logs/ml2d/estep_{{iter}}_{{chunk}}.log",
     benchmark:
         f"{OUT}/benchmarks/ml2d/estep_{{iter}}_{{chunk}}.tsv"
     threads: THREADS
@@ -75,7 +76,7 @@ checkpoint ml2d_mstep:
         ml2d=ml2d_algorithm_params(),
         code=CODE["ml2d"],
     log:
-        f"{ML2D}/logs/iter_{{iter}}/mstep.log",
+        f"{OUT}/logs/ml2d/mstep_{{iter}}.log",
     benchmark:
         f"{OUT}/benchmarks/ml2d/mstep_{{iter}}.tsv"
     threads: 1
@@ -91,7 +92,8 @@ checkpoint ml2d_mstep:
 ruleorder: ml2d_start > ml2d_mstep
 
 
-rule ml2d:
+# The final ML2D outputs; `snakemake ml2d` (the target rule in the Snakefile) asks for them.
+rule ml2d_final:
     input:
         unpack(ml2d_final_inputs),
     output:
@@ -105,7 +107,7 @@ rule ml2d:
         ml2d=ml2d_algorithm_params(),
         code=CODE["ml2d"],
     log:
-        f"{ML2D}/logs/final.log",
+        f"{OUT}/logs/ml2d_final.log",
     benchmark:
         f"{OUT}/benchmarks/ml2d_final.tsv"
     resources:
@@ -127,7 +129,7 @@ rule ml2d_subsets:
     params:
         code=CODE["ml2d"],
     log:
-        f"{ML2D}/logs/subsets.log",
+        f"{OUT}/logs/ml2d_subsets.log",
     benchmark:
         f"{OUT}/benchmarks/ml2d_subsets.tsv"
     resources:

@@ -84,7 +84,7 @@ rule significant_reprojections:
     params:
         code=CODE["reprojection"],
     log:
-        f"{SIG}/logs/reprojections.log",
+        f"{OUT}/logs/significant_reprojections.log",
     benchmark:
         f"{OUT}/benchmarks/significant_reprojections.tsv"
     resources:
@@ -154,6 +154,8 @@ rule summary:
         code=CODE["summary"],
     log:
         f"{OUT}/logs/summary.log",
+    benchmark:
+        f"{OUT}/benchmarks/summary.tsv"
     resources:
         mem_mb=1000,
         runtime=5,

@@ -14,7 +14,7 @@ rule significant_prepare:
         sampling=config["sampling"],
         code=CODE["significant"],
     log:
-        f"{SIG}/logs/prepare.log",
+        f"{OUT}/logs/significant_prepare.log",
     benchmark:
         f"{OUT}/benchmarks/significant_prepare.tsv"
     resources:
@@ -35,7 +35,7 @@ rule significant_start:
         significant=significant_algorithm_params("reference", "target_resolution", "seed"),
         code=CODE["significant"],
     log:
-        f"{SIG}/logs/start.log",
+        f"{OUT}/logs/significant_start.log",
     benchmark:
         f"{OUT}/benchmarks/significant_start.tsv"
     threads: THREADS
@@ -62,7 +62,7 @@ rule significant_iteration:
         significant=significant_algorithm_params(),
         code=CODE["significant"],
     log:
-        f"{SIG}/logs/iter_{{iter}}.log",
+        f"{OUT}/logs/significant/iter_{{iter}}.log",
     benchmark:
         f"{OUT}/benchmarks/significant/iter_{{iter}}.tsv"
     threads: THREADS
@@ -79,7 +79,9 @@ rule significant_iteration:
 ruleorder: significant_start > significant_iteration
 
 
-rule significant:
+# The final volume and angles; `snakemake significant` (the target rule in the Snakefile) asks
+# for them.
+rule significant_final:
     input:
         volume=f"{SIG}/iter_{SIG_ITERATIONS:03d}/volume.mrc",
         angles=f"{SIG}/iter_{SIG_ITERATIONS:03d}/angles.star",
@@ -90,7 +92,7 @@ rule significant:
     params:
         code=CODE["significant"],
     log:
-        f"{SIG}/logs/final.log",
+        f"{OUT}/logs/significant_final.log",
     benchmark:
         f"{OUT}/benchmarks/significant_final.tsv"
     resources:

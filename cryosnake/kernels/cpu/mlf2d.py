@@ -16,6 +16,8 @@ import math
 import numpy as np
 from numba import njit, prange
 
+from ..interface import TriplePosteriors
+
 __all__ = ["mlf2d_centred", "mlf2d_weights"]
 
 
@@ -135,7 +137,7 @@ def _weights(D, mask, trip_logprior, entry_logprior, img_ptr, log_skip, log_cuto
 
 
 def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e-8,
-                  entry_cutoff=0.0) -> dict:
+                  entry_cutoff=0.0) -> TriplePosteriors:
     """Posteriors of every hypothesis of every triple, log-sum-exp per image (spec §2.8).
 
     ``D``: ``[nt, V, n_psi]`` ``D_h = sum_P |X_trans - c A|^2 / sigma^2``; ``mask``: ``[nt,
@@ -146,9 +148,10 @@ def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e
     largest ``w / e^M`` is ``<= block_skip`` are dropped, single hypotheses below
     ``entry_cutoff`` count as 0, ``gamma = w / sum w``.
 
-    Returns ``gamma`` ``[nt, V, n_psi]``, per block ``wsum``, ``logmax``, ``argmax`` (best
-    translation index) ``[nt, n_psi]``, per image ``logsum`` (``log sum_h w_h``), ``pmax``,
-    ``best_t``, ``best_v``, ``best_j``.
+    Returns a :class:`~cryosnake.kernels.interface.TriplePosteriors`: ``gamma`` ``[nt, V,
+    n_psi]``, per block ``wsum``, ``logmax``, ``argmax`` (best translation index) ``[nt,
+    n_psi]``, per image ``logsum`` (``log sum_h w_h``), ``pmax``, ``best_t``, ``best_v``,
+    ``best_j``.
     """
     nt, nv, npsi = D.shape
     n_img = len(img_ptr) - 1
@@ -171,4 +174,4 @@ def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e
              math.log(entry_cutoff) if entry_cutoff > 0 else -np.inf,
              res["gamma"], res["wsum"], res["logmax"], res["argmax"], res["logsum"],
              res["pmax"], res["best_t"], res["best_v"], res["best_j"])
-    return res
+    return TriplePosteriors(**res)

@@ -25,6 +25,8 @@ import math
 import numpy as np
 from numba import cuda
 
+from cryosnake.kernels.interface import TriplePosteriors
+
 from . import runtime as rt
 
 __all__ = ["mlf2d_centred", "mlf2d_weights"]
@@ -230,13 +232,12 @@ def _image_chunks(img_ptr: np.ndarray, bytes_per_triple: int, threads_per_triple
 
 
 def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e-8,
-                  entry_cutoff=0.0) -> dict:
+                  entry_cutoff=0.0) -> TriplePosteriors:
     """Posteriors of every hypothesis of every triple, log-sum-exp per image (spec §2.8).
 
     Arguments and results as :func:`cryosnake.kernels.cpu.mlf2d_weights`: ``D`` ``[nt, V,
     n_psi]``, ``mask`` ``[nt, n_psi]``, ``trip_logprior`` ``[nt]``, ``entry_logprior`` ``[nt,
-    V]``; returns ``gamma``, per block ``wsum``, ``logmax``, ``argmax``, per image ``logsum``,
-    ``pmax``, ``best_t``, ``best_v``, ``best_j``.
+    V]``; returns a :class:`~cryosnake.kernels.interface.TriplePosteriors`.
     """
     D = np.ascontiguousarray(D, np.float64)
     nt, nv, npsi = D.shape
@@ -275,4 +276,4 @@ def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e
             res[k][slice(a, b) if kind == "image" else slice(t0, t1)] = rt.to_host(dev[k])
         bt = res["best_t"][a:b]
         bt[bt >= 0] += t0  # chunk-relative triple indices
-    return res
+    return TriplePosteriors(**res)

@@ -1,5 +1,7 @@
-"""Script-side plumbing shared by every rule script: logging to the rule's log file, clear
-errors, thread settings."""
+"""How a rule's job runs, for every script in ``scripts/``: its output copied to the rule's log,
+clear errors (:func:`rule_job`), its threads (:func:`set_threads`), its kernel backend
+(:func:`job_backend`) and the checkout it imports cryosnake from (:func:`use_package_from`,
+called by the Snakefile). The jobs themselves are the other modules of :mod:`cryosnake.pipeline`."""
 
 from __future__ import annotations
 
