@@ -95,6 +95,8 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
     references) or of MLF2D (also the initial noise spectra per defocus group, and the
     defocus groups of the run in ``out_groups``, which MLF2D needs)."""
     strategy = classifier(ml2d_cfg["fourier"])
+    if strategy.groups_type is not None and out_groups is None:  # before any compute
+        raise ValueError(f"{strategy.name} start: out_groups (defocus_groups.npz) not given")
     with ParticleStack(particles_star) as ps:
         _check_classes(ps, ml2d_cfg, particles_star)
         settings = strategy.settings(ml2d_cfg, ps.table)
@@ -107,8 +109,6 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
                                groups)
         write_model(model, out_model, out_refs, ps.sampling)
     if groups is not None:
-        if out_groups is None:
-            raise ValueError(f"{strategy.name} start: out_groups (defocus_groups.npz) not given")
         write_defocus_groups(out_groups, groups)
 
 
