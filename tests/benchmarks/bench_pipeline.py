@@ -8,6 +8,9 @@ its own and reports:
 
 * the class sizes: largest class share, classes of 5 particles or fewer, and how many averages
   Reconstruct Significant took;
+* the class averages' resolution: per non-empty class, the FRC-0.5 against the clean
+  projection of the true map it matches best (:func:`relion_sim.average_resolutions`),
+  median and best;
 * the initial volume's FSC-0.5 resolution (Å) against the true map, after aligning it
   (rotation, shift, hand: :func:`cryosnake.volume3d.fsc.align_volume`);
 * the same for ``relion_reconstruct --ctf`` with the true poses (the best any pipeline can do
@@ -33,6 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_quality2d import simulate  # noqa: E402
+from relion_sim import average_resolutions, soft_mask  # noqa: E402
 
 from cryosnake.io import mrc, star  # noqa: E402
 from cryosnake.volume3d.fsc import align_volume, resolution_period  # noqa: E402
@@ -69,9 +73,15 @@ def run_workflow(folder: Path, star_file: Path, args, preset: str) -> dict:
     counts = star.read_blocks(res / "ml2d/classes.star")["classes"]
     counts = counts["cryosnakeParticleCount"].to_numpy()
     info = json.loads((res / "significant/input/info.json").read_text())
+    truth = mrc.read(args.out / "volume.mrc")
+    averages = mrc.read(res / "ml2d/classes.mrcs")
+    resolution = average_resolutions(averages[counts > 0], truth, args.sampling,
+                                     soft_mask(args.box, 0.45 * args.box))
     return {"volume": mrc.read(res / "significant/volume.mrc"), "wall_s": wall,
             "largest_class": float(counts.max() / counts.sum()),
-            "classes_le5": int((counts <= 5).sum()), "averages_used": int(info["n_images"])}
+            "classes_le5": int((counts <= 5).sum()), "averages_used": int(info["n_images"]),
+            "median_average_A": float(np.nanmedian(resolution)),
+            "best_average_A": float(np.nanmin(resolution))}
 
 
 def true_pose_volume(folder: Path, star_file: Path) -> np.ndarray:

@@ -25,7 +25,9 @@ estimated as in any run; its classes are those of that E-step and its averages t
 ``--random-views`` simulates random orientations instead (issue 19's case, e.g. ``--k 30``):
 there are no discrete views, so the table gives the direction spread of the classes (median
 angle between a particle's true viewing direction and its class's axis; ~57° for random
-classes), the largest class share and the number of classes of 5 particles or fewer.
+classes), the largest class share and the number of classes of 5 particles or fewer; with
+``--average-resolution`` also the median and best FRC-0.5 resolution of the class averages
+against the clean projections of the map they match best.
 
 Simulations and results are cached under ``--out``; a method already run is read back
 (``--rerun`` to run it again).
@@ -50,6 +52,7 @@ import starfile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from relion_sim import (  # noqa: E402
+    average_resolutions,
     class_scores,
     particle_table,
     relion_class2d,
@@ -88,6 +91,15 @@ METHODS: dict[str, tuple[bool, dict]] = {
     "mlf2d+mask+pt": (True, {"particle_diameter": DIAMETER, "point_denominator": True}),
     "mlf2d+mask+res0+pt": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True,
                                   "high_res_limit": 0.0, "point_denominator": True}),
+    # the fast search's significance constant (stage 2 for the rotations within fast_C of
+    # the best of their class and mirror family)
+    "mlf2d+mask+C12": (True, {"particle_diameter": DIAMETER, "fast_C": 1e-12}),
+    "mlf2d+mask+C5": (True, {"particle_diameter": DIAMETER, "fast_C": 1e-5}),
+    "mlf2d+mask+C4": (True, {"particle_diameter": DIAMETER, "fast_C": 1e-4}),
+    "mlf2d+mask+full": (True, {"particle_diameter": DIAMETER, "fast": False}),
+    # started from the true references (``true_references``) instead of "generate classes":
+    # does the likelihood prefer the true classes (compare ``loglik`` with ``mlf2d+mask``)?
+    "mlf2d+mask+truestart": (True, {"particle_diameter": DIAMETER}),
 }
 
 
@@ -243,7 +255,7 @@ def run_true_references(case: dict, images, args, snr: float, with_ctf: bool) ->
 def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
     fourier, overrides = METHODS[name]
     overrides = {k: args.diameter if v == DIAMETER else v for k, v in overrides.items()}
-    common = dict(n_classes=args.k, max_iterations=args.iterations, seed=1)
+    common = dict(n_classes=args.k, max_iterations=args.iterations, seed=args.cryosnake_seed)
     history_times = []
     start = time.perf_counter()
 
@@ -253,8 +265,10 @@ def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
     if fourier:
         settings = MLF2DSettings(**common, ctf_correction=with_ctf, phase_flipped=False,
                                  **overrides)
+        refs = (true_references(case, args, args.snr_of_case) if name.endswith("+truestart")
+                else None)
         model, assignments, history = run_mlf2d(images, ctf_of(case), args.sampling, settings,
-                                                callback=tick)
+                                                references=refs, callback=tick)
     else:
         settings = ML2DSettings(**common, **overrides)
         model, assignments, history = run_ml2d(images, settings, callback=tick,
@@ -263,7 +277,7 @@ def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
     steps = np.diff([start, *history_times])
     return {"classes": assignments["class_number"], "averages": model.references,
             "seconds": total, "iteration_seconds": steps,
-            "iterations": int(model.iteration)}
+            "iterations": int(model.iteration), "loglik": float(model.loglik)}
 
 
 def main(argv=None) -> None:
@@ -287,6 +301,13 @@ def main(argv=None) -> None:
     p.add_argument("--diameter", type=float, default=170.0, help="Å, RELION's mask")
     p.add_argument("--out", type=Path, default=Path("bench_quality2d"))
     p.add_argument("--rerun", nargs="*", default=[], help="methods to run again")
+    p.add_argument("--average-resolution", action="store_true",
+                   help="with --random-views: the FRC-0.5 resolution of each class average "
+                        "against the clean projection of the map it matches best (slow: "
+                        "a few seconds per average)")
+    p.add_argument("--cryosnake-seed", type=int, default=1,
+                   help="seed of cryosnake's random start groups (results of seeds other "
+                        "than 1 are cached as result_METHOD_sSEED.npz)")
     p.add_argument("--true-refs-limit", type=float, default=20.0,
                    help="Å, the likelihood limit of true-refs (0 = Nyquist)")
     args = p.parse_args(argv)
@@ -300,6 +321,7 @@ def main(argv=None) -> None:
                f"{'ctf' if with_ctf else 'noctf'}")
         folder = args.out / tag
         case = simulate(folder, args, snr, with_ctf)
+        args.snr_of_case = snr
         images = mrc.read(folder / "particles.mrcs")
         mask = soft_mask(args.box, 0.45 * args.box)
         for name in args.methods:
@@ -308,6 +330,8 @@ def main(argv=None) -> None:
             res_file = folder / f"result_{name}.npz"
             if name == "true-refs":  # K and the limit are part of the experiment
                 res_file = folder / f"result_{name}_k{args.k}_{args.true_refs_limit:g}A.npz"
+            elif name in METHODS and args.cryosnake_seed != 1:
+                res_file = folder / f"result_{name}_s{args.cryosnake_seed}.npz"
             if res_file.exists() and name not in args.rerun:
                 r = dict(np.load(res_file))
             else:
@@ -327,8 +351,18 @@ def main(argv=None) -> None:
             random = {"rot": case["rot"], "tilt": case["tilt"]} if args.random_views else {}
             score = class_scores(r["labels"], r["averages"], case["view"], case["views"], mask,
                                  **random)
+            if args.random_views and args.average_resolution:
+                used = np.bincount(r["labels"] - 1, minlength=len(r["averages"])) > 0
+                res_a = average_resolutions(r["averages"][used], mrc.read(args.out / "volume.mrc"),
+                                            args.sampling, mask)
+                score |= {"median_average_A": float(np.nanmedian(res_a)),
+                          "best_average_A": float(np.nanmin(res_a))}
             its = np.asarray(r["iteration_seconds"], float)
-            rows.append({"case": tag, "method": name, **score,
+            label = (f"{name} s{args.cryosnake_seed}"
+                     if name in METHODS and args.cryosnake_seed != 1 else name)
+            if "loglik" in r:  # the final model's log-likelihood (cryosnake runs)
+                score["loglik"] = float(r["loglik"])
+            rows.append({"case": tag, "method": label, **score,
                          "s/it": float(np.median(its[1:])) if its.size > 1 else float("nan"),
                          "total s": float(r["seconds"])})
             print(json.dumps(rows[-1]), flush=True)

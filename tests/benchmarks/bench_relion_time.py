@@ -79,17 +79,22 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--cryosnake-first", action="store_true",
                     help="in each case run cryosnake before RELION")
+    ap.add_argument("--jobs", nargs="+", choices=["relion", "cryosnake"],
+                    default=["relion", "cryosnake"],
+                    help="run only these; the others' times are read from OUT/times.json "
+                         "(e.g. cryosnake after a change, against RELION's recorded runs)")
     ap.add_argument("--reprint", action="store_true",
                     help="print the table of the runs in OUT/times.json, run nothing")
     args = ap.parse_args(argv)
 
     cases = [(name, star) for name, star in (("noctf", args.particles_noctf),
                                              ("ctf", args.particles_ctf)) if star is not None]
-    results = json.loads((args.out / "times.json").read_text()) if args.reprint else {}
+    recorded = args.out / "times.json"
+    results = json.loads(recorded.read_text()) if recorded.exists() else {}
     for name, star in [] if args.reprint else cases:
         ctf = name == "ctf"
         order = ["cryosnake", "relion"] if args.cryosnake_first else ["relion", "cryosnake"]
-        for job in order:
+        for job in (j for j in order if j in args.jobs):
             start = time.strftime("%H:%M:%S")
             folder = args.out / name / job
             run = (run_relion(star, folder, ctf, args.k, args.relion_iterations, args.diameter,

@@ -168,6 +168,77 @@ def direction_spread(labels, rot, tilt) -> float:
     return float(np.median(angles))
 
 
+def hemisphere_directions(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(rot, tilt)`` (deg) of ``n`` directions on a Fibonacci hemisphere (tilt 0-90°; a
+    direction and its opposite project to mirror images)."""
+    i = np.arange(n) + 0.5
+    return np.degrees(np.pi * (1.0 + 5.0**0.5) * i) % 360.0, np.degrees(np.arccos(i / n))
+
+
+def frc_resolution(a: np.ndarray, b: np.ndarray, sampling: float,
+                   threshold: float = 0.5) -> float:
+    """Å: the period of the first ring where the Fourier ring correlation of ``a`` and ``b``
+    falls below ``threshold`` (Nyquist if it never does)."""
+    n = a.shape[-1]
+    fa, fb = np.fft.rfft2(a), np.fft.rfft2(b)
+    ring = np.rint(np.hypot(*np.meshgrid(np.fft.fftfreq(n) * n, np.fft.rfftfreq(n) * n,
+                                         indexing="ij"))).astype(int).ravel()
+    nr = n // 2 + 1
+
+    def rsum(x):
+        return np.bincount(ring, x.ravel(), minlength=nr)[:nr]
+
+    frc = rsum(np.real(fa * np.conj(fb))) / np.sqrt(rsum(np.abs(fa) ** 2) * rsum(np.abs(fb) ** 2)
+                                                   + 1e-30)
+    below = np.flatnonzero(frc[1: n // 2] < threshold)
+    ring_ok = n // 2 if below.size == 0 else max(int(below[0]), 1)  # last ring above
+    return n * sampling / ring_ok
+
+
+def average_resolutions(averages: np.ndarray, volume: np.ndarray, sampling: float,
+                        mask: np.ndarray, n_directions: int = 500,
+                        psi_step: float = 5.0) -> np.ndarray:
+    """Å, per class average: its FRC-0.5 resolution against the clean projection of the true
+    map that it matches best (``n_directions`` on a hemisphere, in-plane rotation in steps
+    of ``psi_step``, mirror and integer shift by normalised cross-correlation inside
+    ``mask``). Averages that are 0 everywhere get NaN."""
+    from cryosnake.kernels import cpu
+    from cryosnake.volume3d.projector import project
+
+    n = averages.shape[-1]
+    rot, tilt = hemisphere_directions(n_directions)
+    proj = project(np.asarray(volume, np.float32), rot, tilt, 0.0).astype(np.float64)
+    pm = proj * mask
+    pm -= (pm.sum((1, 2)) / mask.sum())[:, None, None] * mask
+    pm /= np.sqrt((pm**2).sum((1, 2)))[:, None, None]
+    pf = np.conj(np.fft.rfft2(pm))
+    angles = np.arange(0.0, 360.0, psi_step)
+    mirror_x = (2 * (n // 2) - np.arange(n)) % n
+    out = np.full(len(averages), np.nan)
+    for a, avg in enumerate(np.asarray(averages, np.float64)):
+        if not np.any(avg):
+            continue
+        cands = np.concatenate([cpu.rotate_images(np.repeat(img[None], len(angles), 0), angles,
+                                                  order=1)
+                                for img in (avg, avg[:, mirror_x])]) * mask
+        cands -= (cands.sum((1, 2)) / mask.sum())[:, None, None] * mask
+        cands /= np.maximum(np.sqrt((cands**2).sum((1, 2))), 1e-30)[:, None, None]
+        cf = np.fft.rfft2(cands)
+        best, arg = -np.inf, None
+        for v0 in range(0, n_directions, 16):
+            cc = np.fft.irfft2(cf[:, None] * pf[None, v0:v0 + 16], s=(n, n))
+            i = int(np.argmax(cc))
+            if cc.flat[i] > best:
+                c, v, y, x = np.unravel_index(i, cc.shape)
+                best, arg = cc.flat[i], (c, v0 + v, y, x)
+        c, v, y, x = arg
+        img = avg if c < len(angles) else avg[:, mirror_x]
+        aligned = cpu.rotate_images(img[None], angles[c % len(angles)][None], order=3)[0]
+        aligned = np.roll(aligned, (-y, -x), axis=(0, 1))
+        out[a] = frc_resolution(aligned * mask, proj[v] * mask, sampling)
+    return out
+
+
 def class_scores(labels, averages, truth, views, mask, rot=None, tilt=None) -> dict:
     """ARI of ``labels`` against the true views ``truth``, and the NCC of every non-empty
     class average to its best clean view (median, and per view the best class). With random
