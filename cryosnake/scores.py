@@ -36,6 +36,16 @@ def soft_mask(n: int, radius: float, edge: float = 3.0) -> np.ndarray:
     return np.clip(0.5 + 0.5 * np.cos(np.pi * np.clip((r - radius) / edge, 0, 1)), 0, 1)
 
 
+def masked_unit(images: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``images`` ``[n, N, N]`` times ``mask``, their mean inside the mask removed, scaled to
+    unit norm (an image that is zero there stays zero): dot products are then NCCs."""
+    out = images * mask
+    out -= (out.sum((1, 2)) / mask.sum())[:, None, None] * mask
+    norm = np.sqrt((out**2).sum((1, 2)))
+    norm[norm == 0] = 1.0
+    return out / norm[:, None, None]
+
+
 def aligned_ncc(images: np.ndarray, views: np.ndarray, mask: np.ndarray,
                 psi_step: float = 2.0) -> np.ndarray:
     """``[n_images, n_views]``: the largest normalised cross-correlation of each image with
@@ -43,19 +53,12 @@ def aligned_ncc(images: np.ndarray, views: np.ndarray, mask: np.ndarray,
     inside ``mask``."""
     n = images.shape[-1]
     angles = np.arange(0.0, 360.0, psi_step)
-    vm = views * mask
-    vm = vm - (vm.sum((1, 2)) / mask.sum())[:, None, None] * mask
-    vm /= np.sqrt((vm**2).sum((1, 2)))[:, None, None]
-    vf = np.conj(np.fft.rfft2(vm))
+    vf = np.conj(np.fft.rfft2(masked_unit(views, mask)))
     out = np.full((len(images), len(views)), -1.0)
     for i, img in enumerate(np.asarray(images, np.float64)):
         for mirrored in (img, img[:, (2 * (n // 2) - np.arange(n)) % n]):
             rot = cpu.rotate_images(np.repeat(mirrored[None], len(angles), 0), angles, order=1)
-            rot = rot * mask
-            rot -= (rot.sum((1, 2)) / mask.sum())[:, None, None] * mask
-            norm = np.sqrt((rot**2).sum((1, 2)))
-            norm[norm == 0] = 1.0
-            rf = np.fft.rfft2(rot / norm[:, None, None])
+            rf = np.fft.rfft2(masked_unit(rot, mask))
             for v in range(len(views)):
                 cc = np.fft.irfft2(rf * vf[v], s=(n, n))
                 out[i, v] = max(out[i, v], cc.max())

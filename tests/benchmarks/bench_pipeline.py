@@ -55,7 +55,7 @@ PRESETS = {
 }
 
 
-def run_workflow(folder: Path, star_file: Path, args, preset: str) -> dict:
+def run_workflow(folder: Path, star_file: Path, args, preset: str, truth: np.ndarray) -> dict:
     ml2d_extra, sig_extra = PRESETS[preset]
     ml2d_extra = {k: args.diameter if v == "diameter" else v for k, v in ml2d_extra.items()}
     config = {"particles": str(star_file), "outdir": "results",
@@ -73,7 +73,6 @@ def run_workflow(folder: Path, star_file: Path, args, preset: str) -> dict:
     counts = star.read_blocks(res / "ml2d/classes.star")["classes"]
     counts = counts["cryosnakeParticleCount"].to_numpy()
     info = json.loads((res / "significant/input/info.json").read_text())
-    truth = mrc.read(args.out / "volume.mrc")
     averages = mrc.read(res / "ml2d/classes.mrcs")
     resolution = average_resolutions(averages[counts > 0], truth, args.sampling,
                                      soft_mask(args.box, 0.45 * args.box))
@@ -129,7 +128,7 @@ def main(argv=None) -> None:
         rows.append({"snr": snr, "run": "true poses (relion_reconstruct)", "fsc05_A": best})
         print(json.dumps(rows[-1]), flush=True)
         for preset in args.presets:
-            r = run_workflow(folder / f"run_{preset}", star_file.resolve(), args, preset)
+            r = run_workflow(folder / f"run_{preset}", star_file.resolve(), args, preset, truth)
             vol = r.pop("volume")
             rows.append({"snr": snr, "run": preset, **r,
                          "fsc05_A": resolution_A(vol, truth, args.sampling)})

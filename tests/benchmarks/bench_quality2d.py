@@ -54,6 +54,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from relion_sim import (  # noqa: E402
     average_resolutions,
     class_scores,
+    hemisphere_directions,
     particle_table,
     relion_class2d,
     relion_project,
@@ -230,9 +231,7 @@ def true_references(case: dict, args, snr: float) -> np.ndarray:
     from cryosnake.volume3d.projector import project
 
     vol = mrc.read(args.out / "volume.mrc").astype(np.float32)
-    i = np.arange(args.k) + 0.5
-    tilt = np.degrees(np.arccos(i / args.k))
-    rot = np.degrees(np.pi * (1.0 + 5.0**0.5) * i) % 360.0
+    rot, tilt = hemisphere_directions(args.k)
     refs = np.stack([project(vol, r, t, 0.0).reshape(args.box, args.box)
                      for r, t in zip(rot, tilt, strict=True)]).astype(np.float64)
     return refs / refs.std() * float(case["sigma"]) * np.sqrt(snr)
@@ -252,7 +251,7 @@ def run_true_references(case: dict, images, args, snr: float, with_ctf: bool) ->
             "seconds": time.perf_counter() - start, "iteration_seconds": np.zeros(0)}
 
 
-def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
+def run_cryosnake(name: str, case: dict, images, args, snr: float, with_ctf: bool) -> dict:
     fourier, overrides = METHODS[name]
     overrides = {k: args.diameter if v == DIAMETER else v for k, v in overrides.items()}
     common = dict(n_classes=args.k, max_iterations=args.iterations, seed=args.cryosnake_seed)
@@ -265,7 +264,7 @@ def run_cryosnake(name: str, case: dict, images, args, with_ctf: bool) -> dict:
     if fourier:
         settings = MLF2DSettings(**common, ctf_correction=with_ctf, phase_flipped=False,
                                  **overrides)
-        refs = (true_references(case, args, args.snr_of_case) if name.endswith("+truestart")
+        refs = (true_references(case, args, snr) if name.endswith("+truestart")
                 else None)
         model, assignments, history = run_mlf2d(images, ctf_of(case), args.sampling, settings,
                                                 references=refs, callback=tick)
@@ -321,7 +320,6 @@ def main(argv=None) -> None:
                f"{'ctf' if with_ctf else 'noctf'}")
         folder = args.out / tag
         case = simulate(folder, args, snr, with_ctf)
-        args.snr_of_case = snr
         images = mrc.read(folder / "particles.mrcs")
         mask = soft_mask(args.box, 0.45 * args.box)
         for name in args.methods:
@@ -345,7 +343,7 @@ def main(argv=None) -> None:
                                        args.iterations, args.diameter, with_ctf)
                     r["labels"] = r.pop("classes")
                 else:
-                    r = run_cryosnake(name, case, images, args, with_ctf)
+                    r = run_cryosnake(name, case, images, args, snr, with_ctf)
                     r["labels"] = r.pop("classes")
                 np.savez(res_file, **r)
             random = {"rot": case["rot"], "tilt": case["tilt"]} if args.random_views else {}

@@ -102,7 +102,7 @@ def main(argv=None) -> None:
                    else run_cryosnake(star, folder, ctf, args.k, args.cores))
             results[f"{name}/{job}"] = run
             print(f"{start} {name}/{job}: {run['seconds']:.0f} s", flush=True)
-        (args.out / "times.json").write_text(json.dumps(results, indent=1))
+        recorded.write_text(json.dumps(results, indent=1))
 
     print(f"\n{args.k} classes, --cores {args.cores}; s/it late = median of iterations >= 2")
     print("| case | job | iterations | s/it late | s/it all | wall to classes (s) "

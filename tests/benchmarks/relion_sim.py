@@ -29,7 +29,12 @@ import pandas as pd
 import starfile
 
 from cryosnake.io import mrc
-from cryosnake.scores import adjusted_rand_index, aligned_ncc, soft_mask  # noqa: F401
+from cryosnake.scores import (  # noqa: F401
+    adjusted_rand_index,
+    aligned_ncc,
+    masked_unit,
+    soft_mask,
+)
 
 #: Atomic numbers of the elements of a protein (the rest counts as carbon).
 _Z = {"H": 1, "C": 6, "N": 7, "O": 8, "S": 16, "P": 15, "SE": 34, "MG": 12, "ZN": 30}
@@ -208,10 +213,7 @@ def average_resolutions(averages: np.ndarray, volume: np.ndarray, sampling: floa
     n = averages.shape[-1]
     rot, tilt = hemisphere_directions(n_directions)
     proj = project(np.asarray(volume, np.float32), rot, tilt, 0.0).astype(np.float64)
-    pm = proj * mask
-    pm -= (pm.sum((1, 2)) / mask.sum())[:, None, None] * mask
-    pm /= np.sqrt((pm**2).sum((1, 2)))[:, None, None]
-    pf = np.conj(np.fft.rfft2(pm))
+    pf = np.conj(np.fft.rfft2(masked_unit(proj, mask)))
     angles = np.arange(0.0, 360.0, psi_step)
     mirror_x = (2 * (n // 2) - np.arange(n)) % n
     out = np.full(len(averages), np.nan)
@@ -220,10 +222,8 @@ def average_resolutions(averages: np.ndarray, volume: np.ndarray, sampling: floa
             continue
         cands = np.concatenate([cpu.rotate_images(np.repeat(img[None], len(angles), 0), angles,
                                                   order=1)
-                                for img in (avg, avg[:, mirror_x])]) * mask
-        cands -= (cands.sum((1, 2)) / mask.sum())[:, None, None] * mask
-        cands /= np.maximum(np.sqrt((cands**2).sum((1, 2))), 1e-30)[:, None, None]
-        cf = np.fft.rfft2(cands)
+                                for img in (avg, avg[:, mirror_x])])
+        cf = np.fft.rfft2(masked_unit(cands, mask))
         best, arg = -np.inf, None
         for v0 in range(0, n_directions, 16):
             cc = np.fft.irfft2(cf[:, None] * pf[None, v0:v0 + 16], s=(n, n))
