@@ -27,7 +27,8 @@ def test_an_ml2d_job_does_not_import_mlf2d():
     code = ("import sys; from cryosnake.pipeline import ml2d; "
             "ml2d.settings_from_config(dict(fourier=False, classes=2, psi_step=5.0, "
             "mirror=True, fast=True, norm=False, noise_std=1.0, offset_std=3.0, seed=1, "
-            "particle_diameter='auto', reseed_fraction=0.25, reseed_iterations=10)); "
+            "particle_diameter='auto', reseed_fraction=0.25, reseed_iterations=10, "
+            "loglik_tolerance=0.01)); "
             "print(any(m.startswith('cryosnake.mlf2d') for m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

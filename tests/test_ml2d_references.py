@@ -39,6 +39,7 @@ def test_user_references_set_k_in_the_start_model(tmp_path, monkeypatch):
     cfg = {"classes": 3, "references": "refs.mrcs", "psi_step": 30.0, "mirror": True,
            "fast": True, "norm": False, "noise_std": 1.0, "offset_std": 1.0,
            "particle_diameter": 0.0, "reseed_fraction": 0.0, "reseed_iterations": 10,
+           "loglik_tolerance": 0.01,
            "max_iterations": 2, "seed": 1, "fourier": False}
     start_job(tmp_path / "p.star", cfg, 5, tmp_path / "m.json", tmp_path / "r.mrcs")
     model = read_model(tmp_path / "m.json", ML2DModel)

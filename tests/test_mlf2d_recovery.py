@@ -140,7 +140,8 @@ def test_forcing_phase_flipped_on_raw_images_loses_fidelity():
 
     cfg = {"classes": 3, "psi_step": 5.0, "mirror": True, "fast": True, "norm": False,
            "noise_std": 1.0, "offset_std": 3.0, "seed": 1, "particle_diameter": 0.0,
-           "reseed_fraction": 0.25, "reseed_iterations": 10, "fourier": True,
+           "reseed_fraction": 0.25, "reseed_iterations": 10, "loglik_tolerance": 0.01,
+           "fourier": True,
            "ctf_correction": True, "high_res_limit": 10.0}
     table = pd.DataFrame({"rlnCtfDataArePhaseFlipped": [0] * 3})  # what the demo writes
     auto = settings_from_config({**cfg, "phase_flipped": "auto"}, table)

@@ -88,7 +88,8 @@ def settings_keywords(ml2d: dict) -> dict:
                     particle_diameter=(0.0 if ml2d["particle_diameter"] == "auto" and ml2d["norm"]
                                        else ml2d["particle_diameter"]),
                     reseed_fraction=ml2d["reseed_fraction"],
-                    reseed_iterations=ml2d["reseed_iterations"])
+                    reseed_iterations=ml2d["reseed_iterations"],
+                    loglik_tolerance=ml2d["loglik_tolerance"])
     if "max_iterations" in ml2d:  # the jobs get the keys that change numbers, without it
         keywords["max_iterations"] = ml2d["max_iterations"]
     return keywords

@@ -28,6 +28,9 @@ class ML2DSettings:
       ``sum gamma s^2``, mean scale renormalised to 1 after every M-step).
     * ``noise_std`` (intensity units of the data), ``offset_std`` (px): initial sigma, xi.
     * ``eps``: convergence threshold on the relative signal change (§1.10).
+    * ``loglik_tolerance`` (nats per image; 0 = off, the seed's behaviour): also converged
+      when an iteration changes the log-likelihood by less than this per image
+      (:func:`cryosnake.classify2d.mstep.likelihood_settled`; not in the seed).
     * ``seed``: seed for the random groups of "generate classes" (§1.11).
     * ``fix_sigma_noise``, ``fix_sigma_offset``, ``fix_fractions``: freeze those estimates
       (``fix_fractions`` freezes class and mirror fractions; Xmipp froze only the mirror ones).
@@ -65,6 +68,7 @@ class ML2DSettings:
     noise_std: float = 1.0
     offset_std: float = 3.0
     eps: float = 5e-5
+    loglik_tolerance: float = 0.01
     max_iterations: int = 100
     seed: int = 1
     fast_C: float = 1e-12
@@ -99,6 +103,9 @@ class ML2DSettings:
                              f"{self.particle_diameter!r}")
         if not 0.0 <= self.reseed_fraction < 1.0:
             raise ValueError(f"reseed_fraction must be in [0, 1), got {self.reseed_fraction}")
+        if not self.loglik_tolerance >= 0:
+            raise ValueError(f"loglik_tolerance must be >= 0 nats per image, got "
+                             f"{self.loglik_tolerance}")
         if self.reseed_iterations < 0:
             raise ValueError(f"reseed_iterations must be >= 0, got {self.reseed_iterations}")
         if self.norm and (self.particle_diameter == "auto" or self.particle_diameter > 0):
