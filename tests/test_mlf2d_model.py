@@ -328,3 +328,42 @@ def test_point_denominator_sums_each_particles_ring_ctf2():
     np.testing.assert_allclose(mstep(model, s0, flat).references,
                                mstep(model, s0, flat.replace(point_denominator=False)).references,
                                rtol=1e-9, atol=1e-9 * np.abs(s0.ref_sum).max())
+
+
+def test_mstep_job_runs_without_kernels_or_star_libraries(tmp_path):
+    """An M-step job (issue 16) gives the M-step's model without importing numba, scipy's
+    FFTs, pandas or starfile: its Python start-up is most of its time, 30 times in a run."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from cryosnake.classify2d.strategy import classifier
+    from cryosnake.mlf2d import estep
+
+    images, ctf, groups, settings, model = _small_model(np.random.default_rng(8))
+    sums = estep(images, model, settings, ctf, groups, group_labels=np.arange(40) % 2)[0]
+    write_model(model, tmp_path / "model.json", tmp_path / "refs.mrcs", 3.0)
+    write_sums(tmp_path / "sums.npz", sums)
+    with open("config/config.yaml") as f:
+        cfg = yaml.safe_load(f)["ml2d"] | {"fourier": True, "classes": 2}
+    strategy = classifier(True)
+    expected = strategy.mstep(model, sums, strategy.settings(cfg))
+    code = (
+        "import sys\n"
+        "from cryosnake.pipeline.runtime import set_threads\n"
+        "set_threads(1, whole_process=True)\n"
+        "from cryosnake.pipeline.data import read_summary\n"
+        "from cryosnake.pipeline.ml2d import mstep_job\n"
+        f"d = {str(tmp_path)!r}\n"
+        f"mstep_job(d + '/model.json', [d + '/sums.npz'], {cfg!r}, 3.0, d + '/new.json',\n"
+        "          d + '/new.mrcs')\n"
+        "print(sorted(m for m in ('numba', 'scipy.fft', 'pandas', 'starfile') "
+        "if m in sys.modules))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True)
+    assert out.stdout.strip().splitlines()[-1] == "[]"
+    new = read_model(tmp_path / "new.json", MLF2DModel)
+    np.testing.assert_array_equal(new.references, expected.references.astype(np.float32))
+    np.testing.assert_array_equal(new.noise_spectra, expected.noise_spectra)
+    assert new.iteration == expected.iteration == 0

@@ -116,6 +116,7 @@ class _Context:
             self.bpow[:, :, : self.P].reshape(self.K * self.n_psi, self.P).T)
         self.bpow_k = [backend.device_operand(b) for b in self.bpow]
         self._operators: dict = {}
+        self._full_operators: dict = {}
         # priors: class x mirror family per flip, and the offset prior's normalisation
         self.log_prior_kf = hypothesis_log_priors(model, self.F)
         self.xi = float(model.sigma_offset)
@@ -149,6 +150,18 @@ class _Context:
                       for part in (q.real, q.imag))
             if 2 * math.prod(q[0].shape) * self.K <= self.settings.work_elements:
                 self._operators[k] = q
+        return q
+
+    def full_operator(self, k: int) -> tuple:
+        """``(Re, Im)`` of ``Q_k[(v, j), p] = conj(B^_kj(p)) exp(2 pi i k_p.v / N)`` on all
+        ``Np`` points: ``[V n_psi, Np]`` each (``dtype``), host arrays (the rows with weight
+        are taken before a product), cached as :meth:`operator`."""
+        q = self._full_operators.get(k)
+        if q is None:
+            q = (np.conj(self.bhat[k, None]) * self.vphase[:, None]).reshape(-1, self.pts.n_points)
+            q = tuple(np.ascontiguousarray(part, self.dtype) for part in (q.real, q.imag))
+            if 2 * math.prod(q[0].shape) * self.K <= self.settings.work_elements:
+                self._full_operators[k] = q
         return q
 
     def centred(self, xp, cw, img, flip, u) -> tuple[np.ndarray, np.ndarray]:
@@ -396,35 +409,35 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     B^) X_trans)``; the ``|X|^2`` term is added by the caller).
 
     ``gamma`` is in the frame of flip 0 (column ``w`` is the offset with ``F_f^T v = disc[w]``),
-    so the numerator of the triples of defocus group ``g`` and output class ``k`` is
-    ``F_gkj(p) = sum_w exp(2 pi i k_p.disc_w / N) sum_t gamma_twj Z_t(p)``, one matrix product per
-    ``(g, k)``; their cross term is then ``sigma_g^2 Re sum_j conj(B^_k'j) F_gkj`` (``k'`` the
-    reference the triples were compared with), a contraction per ``(g, k)``.
+    so the numerator of the triples of output class ``k`` is ``F_kj(p) = sum_w exp(2 pi i
+    k_p.disc_w / N) sum_t gamma_twj Z_t(p)``, one matrix product per class. The cross term of
+    triple ``t`` (compared with reference ``k'``) is ``sigma_g^2 Re sum_p Z_t(p) Y_t(p)`` per
+    shell, ``Y_t = sum_(w,j) gamma_twj conj(B^_k'j) exp(2 pi i k.disc_w / N)`` (the rows of the
+    offset operator on all points, :meth:`_Context.full_operator`): one product per reference,
+    summed into the triple's defocus group.
     """
     Np, V, n_psi, be = ctx.pts.n_points, ctx.V, ctx.n_psi, ctx.backend
     gp = gamma[live].reshape(len(live), V * n_psi).astype(ctx.dtype)
     zr, zi, tg, kk, ff, ii, k_out = (a[live] for a in (zr, zi, trip_group, kk, ff, ii, k_out))
-    key = tg * acc["num"].shape[0] + k_out
-    order = np.argsort(key, kind="stable")
-    edges = np.flatnonzero(np.r_[True, key[order][1:] != key[order][:-1], True])
-    cross = np.zeros((ctx.noise_ext.shape[0], ctx.pts.n_points))
-    for a, b in zip(edges[:-1], edges[1:], strict=True):
-        sel = order[a:b]
-        g, k, k_ref = tg[sel[0]], k_out[sel[0]], kk[sel[0]]
+    for k in np.unique(k_out):
+        sel = np.flatnonzero(k_out == k)
         w = gp[sel]
         cols = np.flatnonzero(w.any(axis=0))  # hypotheses (v, j) with any weight
-        w = w[:, cols].T
+        w = be.device_operand(np.ascontiguousarray(w[:, cols].T))  # one upload, two products
         a_vj = np.zeros((V * n_psi, Np), dtype=complex)
-        w = be.device_operand(w)  # one upload for both products
         a_vj[cols] = be.batched_matmul(w, zr[sel]) + 1j * be.batched_matmul(w, zi[sel])
-        num = np.einsum("vp,vjp->jp", ctx.vphase, a_vj.reshape(V, n_psi, Np))
-        acc["num"][k] += num
-        cross[g] += np.real(np.conj(ctx.bhat[k_ref]) * num).sum(axis=0)
+        acc["num"][k] += np.einsum("vp,vjp->jp", ctx.vphase, a_vj.reshape(V, n_psi, Np))
+    cross = np.zeros((len(live), ctx.L))  # Re sum_(p in shell) Z_t Y_t
     energy = np.empty((len(live), Np))
     for k in np.unique(kk):
         sel = np.flatnonzero(kk == k)
+        qr, qi = ctx.full_operator(k)
+        w = gp[sel]
+        cols = np.flatnonzero(w.any(axis=0))
+        w = be.device_operand(np.ascontiguousarray(w[:, cols]))
+        y = zr[sel] * be.batched_matmul(w, qr[cols]) - zi[sel] * be.batched_matmul(w, qi[cols])
+        cross[sel] = y @ ctx.onehot
         energy[sel] = be.batched_matmul(wsum[live[sel]], ctx.bpow_k[k])  # sum_j wsum |B^_kj|^2
     noise = acc["noise"][:, : ctx.L]
-    np.add.at(noise, tg, (energy * c[ii, ff] ** 2) @ ctx.onehot)
-    # Z carries CTF / sigma^2: restore sigma^2 (constant within a shell)
-    noise -= 2.0 * (cross @ ctx.onehot) * ctx.noise_ext
+    np.add.at(noise, tg, (energy * c[ii, ff] ** 2) @ ctx.onehot
+              - 2.0 * cross * ctx.noise_ext[tg])  # Z carries CTF / sigma^2: restore sigma^2

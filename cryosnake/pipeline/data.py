@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from cryosnake import ctf, demo
 from cryosnake.atomic import write_json
-from cryosnake.io import importers, star
 from cryosnake.io.jsonfile import read_json
+
+# The simulator and the importers (pandas, starfile, scipy.ndimage) are imported by the jobs
+# that use them: every M-step reads the import summary (issue 16).
 
 
 def demo_job(demo_config: dict, folder) -> None:
     """Simulate the demo dataset into ``folder`` (see :mod:`cryosnake.demo`)."""
+    from cryosnake import demo
+
     settings = demo.DemoSettings.from_config(demo_config)
     demo.write(settings, folder)
     print(f"demo: {settings.n_particles} particles of {settings.box} px at {settings.sampling} "
@@ -20,6 +23,9 @@ def demo_job(demo_config: dict, folder) -> None:
 
 def import_job(source, out_star, out_summary, *, sampling=None, require_ctf=False) -> dict:
     """Import ``source`` (any supported format) into the canonical STAR and a summary JSON."""
+    from cryosnake import ctf
+    from cryosnake.io import importers, star
+
     options = importers.ImportOptions(sampling=sampling, require_ctf=require_ctf)
     particles, optics = importers.load(source, options)
     table = star.merge_optics(particles, optics)

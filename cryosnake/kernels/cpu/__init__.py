@@ -23,11 +23,25 @@ numba's code no longer depends on the CPU's vector width either (FFTs and BLAS m
 helpers called by other kernels are ``inline="always"``.
 """
 
-from .align import *  # noqa: F401,F403
-from .image import *  # noqa: F401,F403
-from .linalg import *  # noqa: F401,F403
-from .ml2d import *  # noqa: F401,F403
-from .mlf2d import *  # noqa: F401,F403
-from .volume import *  # noqa: F401,F403
+import importlib
 
 NAME = "cpu"
+
+#: The kernel families, loaded on the first use of any kernel (module ``__getattr__``): numba
+#: and scipy.fft take ~0.3 s to import, which a job that uses no kernel (an ML2D M-step) should
+#: not pay (issue 16).
+FAMILIES = ("align", "image", "linalg", "ml2d", "mlf2d", "volume")
+
+
+def _load() -> None:
+    for family in FAMILIES:
+        module = importlib.import_module(f"{__name__}.{family}")
+        globals().update({name: getattr(module, name) for name in module.__all__})
+
+
+def __getattr__(name: str):
+    if not name.startswith("__"):
+        _load()
+        if name in globals():
+            return globals()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
