@@ -367,3 +367,26 @@ def test_mstep_job_runs_without_kernels_or_star_libraries(tmp_path):
     np.testing.assert_array_equal(new.references, expected.references.astype(np.float32))
     np.testing.assert_array_equal(new.noise_spectra, expected.noise_spectra)
     assert new.iteration == expected.iteration == 0
+
+
+def test_a_prepared_context_gives_the_same_e_step():
+    """Sub-batches of a job share one prepared reference bank (issue 16): the same sums,
+    bit for bit, as preparing it in every call; a context of the other kind is refused."""
+    from cryosnake.mlf2d import estep, mstep
+    from cryosnake.mlf2d.estep import prepare
+
+    images, ctf, groups, settings, model = _small_model(np.random.default_rng(9))
+    sums, _, state = estep(images, model, settings, ctf, groups, group_labels=np.arange(40) % 2)
+    model = mstep(model, sums, settings)  # two classes; state: zero offsets
+    for st in (None, state):
+        shared = prepare(model, settings, st is None)
+        for a, b in ((0, 17), (17, 40)):
+            sub = None if st is None else st.subset(slice(a, b))
+            args = (images[a:b], model, settings, ctf.subset(np.arange(a, b)), groups[a:b], sub)
+            own, reused = estep(*args)[0], estep(*args, context=shared)[0]
+            for name in ("ref_sum", "ref_denominator", "noise_sum", "class_weight"):
+                np.testing.assert_array_equal(getattr(reused, name), getattr(own, name))
+            assert reused.loglik_sum == own.loglik_sum
+        with pytest.raises(ValueError, match="context"):
+            estep(images[:5], model, settings, ctf.subset(np.arange(5)), groups[:5],
+                  state.subset(slice(0, 5)) if st is None else None, context=shared)

@@ -65,10 +65,17 @@ class Classifier2D(Protocol):
         for ML2D; MLF2D: their CTF and defocus groups, from ``groups``, the run's
         :meth:`defocus_groups`). Has ``subset(index)`` if not None."""
 
-    def estep(self, images: np.ndarray, model, settings, state, data, group_labels, backend):
+    def prepare(self, model, settings, fresh: bool, backend) -> Any:
+        """What every E-step call on ``model`` computes alike (MLF2D: the reference bank and
+        its operators, :func:`cryosnake.mlf2d.estep.prepare`; ``None`` for ML2D), for the
+        sub-batches of one chunk; ``fresh``: for a fresh state."""
+
+    def estep(self, images: np.ndarray, model, settings, state, data, group_labels, backend,
+              prepared=None):
         """One E-step on a chunk: ``(sums, assignments, new_state)``; ``state=None``: a fresh
         :class:`~cryosnake.classify2d.state.ParticleState`; ``data``: :meth:`particle_data` of
-        the chunk."""
+        the chunk; ``prepared``: :meth:`prepare` of the same model, settings, backend and kind
+        of state."""
 
     def mstep(self, model, sums, settings):
         """The next model from the sums of all chunks."""

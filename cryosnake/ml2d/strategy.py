@@ -48,7 +48,11 @@ class ML2D:
     def particle_data(self, table, rows, settings, groups=None) -> None:
         return None
 
-    def estep(self, images, model, settings, state, data, group_labels, backend):
+    def prepare(self, model, settings, fresh, backend):
+        return None
+
+    def estep(self, images, model, settings, state, data, group_labels, backend,
+              prepared=None):
         return estep(images, model, settings, state, group_labels=group_labels, backend=backend)
 
     def mstep(self, model, sums, settings) -> ML2DModel:

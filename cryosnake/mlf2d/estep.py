@@ -171,6 +171,15 @@ class _Context:
         return np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
 
 
+def prepare(model: MLF2DModel, settings: MLF2DSettings, fresh: bool, backend=cpu) -> _Context:
+    """What an E-step computes once per model: the rotated reference bank and its offset
+    operators, priors, noise weights (:class:`_Context`). ``fresh``: for a fresh state (no
+    stored offsets yet), which gets the complete search. Building it takes ~0.15 s for K = 10
+    references of 64 px at 5°; a job shares it over its sub-batches (``context`` of
+    :func:`estep`)."""
+    return _Context(model, settings, backend, two_stage=settings.fast and not fresh)
+
+
 def estep(
     images: np.ndarray,
     model: MLF2DModel,
@@ -181,6 +190,7 @@ def estep(
     group_labels: np.ndarray | None = None,
     backend=cpu,
     debug: dict | None = None,
+    context: _Context | None = None,
 ) -> tuple[MLF2DSums, dict, ParticleState]:
     """One MLF2D E-step over a chunk of particles. Returns ``(sums, assignments, new_state)``.
 
@@ -196,6 +206,9 @@ def estep(
       the returned state then has zero offsets (iteration 1 starts afresh, as in the workflow).
     * ``debug``: if a dict, receives per-triple lists ``image``, ``k``, ``f``, the physical
       offsets ``uv`` ``[nt, V, 2]`` of ``gamma`` and ``D`` ``[nt, V, n_psi]`` (tests).
+    * ``context``: :func:`prepare` of the same ``model``, ``settings`` and ``backend`` (and a
+      fresh ``state`` or not, as here), to share over the sub-batches of a chunk; ``None``:
+      prepared here.
 
     ``assignments`` has the keys of ML2D's (``class_number``, ``psi_deg``, ``origin_x_px``,
     ``origin_y_px``, ``mirror``, ``max_posterior``, ``loglik``, ``norm_scale`` = 1,
@@ -204,8 +217,9 @@ def estep(
     (1 without the fast search).
     """
     n = int(images.shape[0])
-    # a fresh state (no stored offsets yet) gets the complete search
-    ctx = _Context(model, settings, backend, two_stage=settings.fast and state is not None)
+    ctx = prepare(model, settings, state is None, backend) if context is None else context
+    if ctx.two_stage != (settings.fast and state is not None) or ctx.settings != settings:
+        raise ValueError("context: prepared for other settings or another kind of state")
     N, K, F, n_psi = ctx.n, ctx.K, ctx.F, ctx.n_psi
     groups = np.zeros(n, np.int64) if groups is None else np.asarray(groups, np.int64)
     if n and groups.max() >= model.n_groups:

@@ -10,7 +10,7 @@ import numpy as np
 from cryosnake.classify2d.strategy import settings_keywords
 from cryosnake.ctf import CTFParams
 
-from .estep import estep
+from .estep import estep, prepare
 from .groups import DefocusGroups, particle_ctf, particle_groups, resolve_phase_flipped
 from .initial import start_model, start_statistics
 from .model import MLF2DModel
@@ -83,9 +83,13 @@ class MLF2D:
         ``table``, :meth:`defocus_groups`)."""
         return CTFGroups(particle_ctf(table.iloc[rows], settings), groups.labels[rows])
 
-    def estep(self, images, model, settings, state, data, group_labels, backend):
+    def prepare(self, model, settings, fresh, backend):
+        return prepare(model, settings, fresh, backend)
+
+    def estep(self, images, model, settings, state, data, group_labels, backend,
+              prepared=None):
         return estep(images, model, settings, data.ctf, data.groups, state,
-                     group_labels=group_labels, backend=backend)
+                     group_labels=group_labels, backend=backend, context=prepared)
 
     def mstep(self, model, sums, settings) -> MLF2DModel:
         return mstep(model, sums, settings)

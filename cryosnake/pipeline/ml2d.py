@@ -174,20 +174,22 @@ def estep_with_progress(strategy: Classifier2D, images, model, settings, state, 
     order of the floating-point additions, which the fixed ``batch`` keeps the same from run
     to run); ``state=None``: a fresh state.
 
-    Each call sets up its references (rotations, fast-mode operands) anew: with sub-batches of
-    250, 3000 particles of 64 px (K=10) took 9.8-11.9 s against 8.5 s with 1000 and 8.3 s in
-    one call (issue 16), so a batch is 1000."""
+    ML2D sets up its references (rotations, fast-mode operands) anew in each call: with
+    sub-batches of 250, 3000 particles of 64 px (K=10) took 9.8-11.9 s against 8.5 s with 1000
+    and 8.3 s in one call (issue 16), so a batch is 1000. MLF2D prepares its reference bank
+    once per chunk (``strategy.prepare``)."""
     from tqdm import tqdm
 
     n = len(images)
     parts = []
+    prepared = strategy.prepare(model, settings, state is None, backend)
     with tqdm(total=n, unit="particle", desc=label, mininterval=5.0, file=sys.stderr) as bar:
         for start in range(0, n, batch):
             sel = slice(start, min(n, start + batch))
             parts.append(strategy.estep(
                 images[sel], model, settings, None if state is None else state.subset(sel),
                 None if data is None else data.subset(sel),
-                None if groups is None else groups[sel], backend))
+                None if groups is None else groups[sel], backend, prepared))
             bar.update(sel.stop - sel.start)
     sums = sum((p[0] for p in parts[1:]), parts[0][0])
     return (sums, join_assignments(p[1] for p in parts),
