@@ -431,27 +431,40 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     summed into the triple's defocus group.
     """
     Np, V, n_psi, be = ctx.pts.n_points, ctx.V, ctx.n_psi, ctx.backend
+    # the live triples ordered by output class: each class's rows are one slice (no copies)
+    live = live[np.argsort(k_out[live], kind="stable")]
     gp = gamma[live].reshape(len(live), V * n_psi).astype(ctx.dtype)
     zr, zi, tg, kk, ff, ii, k_out = (a[live] for a in (zr, zi, trip_group, kk, ff, ii, k_out))
-    for k in np.unique(k_out):
-        sel = np.flatnonzero(k_out == k)
+    for k, sel in _runs(k_out):
         w = gp[sel]
         cols = np.flatnonzero(w.any(axis=0))  # hypotheses (v, j) with any weight
-        w = be.device_operand(np.ascontiguousarray(w[:, cols].T))  # one upload, two products
+        w = w if cols.size == w.shape[1] else w[:, cols]
+        w = be.device_operand(np.ascontiguousarray(w.T))  # one upload, two products
         a_vj = np.zeros((V * n_psi, Np), dtype=complex)
         a_vj[cols] = be.batched_matmul(w, zr[sel]) + 1j * be.batched_matmul(w, zi[sel])
         acc["num"][k] += np.einsum("vp,vjp->jp", ctx.vphase, a_vj.reshape(V, n_psi, Np))
     cross = np.zeros((len(live), ctx.L))  # Re sum_(p in shell) Z_t Y_t
     energy = np.empty((len(live), Np))
-    for k in np.unique(kk):
-        sel = np.flatnonzero(kk == k)
+    for k, sel in _runs(kk):
         qr, qi = ctx.full_operator(k)
         w = gp[sel]
         cols = np.flatnonzero(w.any(axis=0))
-        w = be.device_operand(np.ascontiguousarray(w[:, cols]))
-        y = zr[sel] * be.batched_matmul(w, qr[cols]) - zi[sel] * be.batched_matmul(w, qi[cols])
+        if cols.size < w.shape[1]:
+            w, qr, qi = w[:, cols], qr[cols], qi[cols]
+        w = be.device_operand(w)
+        y = zr[sel] * be.batched_matmul(w, qr) - zi[sel] * be.batched_matmul(w, qi)
         cross[sel] = y @ ctx.onehot
         energy[sel] = be.batched_matmul(wsum[live[sel]], ctx.bpow_k[k])  # sum_j wsum |B^_kj|^2
     noise = acc["noise"][:, : ctx.L]
     np.add.at(noise, tg, (energy * c[ii, ff] ** 2) @ ctx.onehot
               - 2.0 * cross * ctx.noise_ext[tg])  # Z carries CTF / sigma^2: restore sigma^2
+
+
+def _runs(keys: np.ndarray):
+    """``(key, rows)`` for each distinct value of ``keys``: a slice where its rows are
+    consecutive (sorted keys), else their indices."""
+    for key in np.unique(keys):
+        rows = np.flatnonzero(keys == key)
+        if rows[-1] - rows[0] + 1 == rows.size:
+            rows = slice(rows[0], rows[-1] + 1)
+        yield key, rows

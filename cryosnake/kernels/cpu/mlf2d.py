@@ -166,7 +166,10 @@ def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e
         "best_v": np.empty(n_img, np.int64),
         "best_j": np.empty(n_img, np.int64),
     }
-    _weights(np.ascontiguousarray(D, np.float64), np.ascontiguousarray(mask, np.bool_),
+    # float32 D (single precision) is read as it is: widened to float64 inside the kernel,
+    # exactly as a converted copy would be, without the copy
+    D = np.ascontiguousarray(D, D.dtype if D.dtype in (np.float32, np.float64) else np.float64)
+    _weights(D, np.ascontiguousarray(mask, np.bool_),
              np.ascontiguousarray(trip_logprior, np.float64),
              np.ascontiguousarray(entry_logprior, np.float64),
              np.ascontiguousarray(img_ptr, np.int64),
