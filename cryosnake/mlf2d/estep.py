@@ -57,6 +57,7 @@ from cryosnake.classify2d.hypotheses import (
 from cryosnake.classify2d.poses import hypothesis_to_pose
 from cryosnake.classify2d.state import ParticleState
 from cryosnake.kernels import cpu
+from cryosnake.kernels.host import key_runs, sort_by_key
 
 from .fourier import PointSet, scatter_points, search_disc, translation_table, wrap_offset
 from .groups import flipped_ctf, ring_ctf2
@@ -138,16 +139,13 @@ class _Context:
         return -r2 / (2.0 * self.xi**2) - self.log_norm
 
     def operator(self, k: int) -> tuple:
-        """``(Re, Im)`` of ``Q_k[p, (v, j)] = conj(B^_kj(p)) exp(2 pi i k_p.v / N)`` on the
-        ``P`` points: ``[P, V n_psi]`` each (``dtype``; the ``v = 0`` columns first), as
-        backend handles (``device_operand``); cached while the operators of all classes fit in
-        ``work_elements``."""
+        """``(Re, Im)`` of ``Q_k[p, (v, j)]`` (:meth:`full_operator`) on the ``P`` points,
+        transposed: ``[P, V n_psi]`` each (``dtype``; the ``v = 0`` columns first), as backend
+        handles (``device_operand``); cached as :meth:`full_operator`."""
         q = self._operators.get(k)
         if q is None:
-            P = self.P
-            q = (np.conj(self.bhat[k, None, :, :P]) * self.vphase[:, None, :P]).reshape(-1, P)
-            q = tuple(self.backend.device_operand(np.ascontiguousarray(part.T, self.dtype))
-                      for part in (q.real, q.imag))
+            q = tuple(self.backend.device_operand(np.ascontiguousarray(part[:, : self.P].T))
+                      for part in self.full_operator(k))
             if 2 * math.prod(q[0].shape) * self.K <= self.settings.work_elements:
                 self._operators[k] = q
         return q
@@ -155,7 +153,8 @@ class _Context:
     def full_operator(self, k: int) -> tuple:
         """``(Re, Im)`` of ``Q_k[(v, j), p] = conj(B^_kj(p)) exp(2 pi i k_p.v / N)`` on all
         ``Np`` points: ``[V n_psi, Np]`` each (``dtype``), host arrays (the rows with weight
-        are taken before a product), cached as :meth:`operator`."""
+        are taken before a product); cached while those of all classes fit in
+        ``work_elements``."""
         q = self._full_operators.get(k)
         if q is None:
             q = (np.conj(self.bhat[k, None]) * self.vphase[:, None]).reshape(-1, self.pts.n_points)
@@ -431,21 +430,26 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     summed into the triple's defocus group.
     """
     Np, V, n_psi, be = ctx.pts.n_points, ctx.V, ctx.n_psi, ctx.backend
-    # the live triples ordered by output class: each class's rows are one slice (no copies)
-    live = live[np.argsort(k_out[live], kind="stable")]
+    K_out = acc["num"].shape[0]
+    # the live triples ordered by (reference, output class): each run of one pair, and each
+    # reference's triples, are one slice (no gathered copies)
+    order, pair, pair_ptr = sort_by_key(kk[live] * K_out + k_out[live])
+    live = live[order]
     gp = gamma[live].reshape(len(live), V * n_psi).astype(ctx.dtype)
-    zr, zi, tg, kk, ff, ii, k_out = (a[live] for a in (zr, zi, trip_group, kk, ff, ii, k_out))
-    for k, sel in _runs(k_out):
-        w = gp[sel]
+    zr, zi, tg, kk, ff, ii = (a[live] for a in (zr, zi, trip_group, kk, ff, ii))
+    for k, a, b in zip(pair[pair_ptr[:-1]] % K_out, pair_ptr[:-1], pair_ptr[1:], strict=True):
+        w = gp[a:b]
         cols = np.flatnonzero(w.any(axis=0))  # hypotheses (v, j) with any weight
         w = w if cols.size == w.shape[1] else w[:, cols]
         w = be.device_operand(np.ascontiguousarray(w.T))  # one upload, two products
         a_vj = np.zeros((V * n_psi, Np), dtype=complex)
-        a_vj[cols] = be.batched_matmul(w, zr[sel]) + 1j * be.batched_matmul(w, zi[sel])
+        a_vj[cols] = be.batched_matmul(w, zr[a:b]) + 1j * be.batched_matmul(w, zi[a:b])
         acc["num"][k] += np.einsum("vp,vjp->jp", ctx.vphase, a_vj.reshape(V, n_psi, Np))
     cross = np.zeros((len(live), ctx.L))  # Re sum_(p in shell) Z_t Y_t
     energy = np.empty((len(live), Np))
-    for k, sel in _runs(kk):
+    ref, ref_ptr = key_runs(kk)
+    for k, a, b in zip(ref, ref_ptr[:-1], ref_ptr[1:], strict=True):
+        sel = slice(a, b)
         qr, qi = ctx.full_operator(k)
         w = gp[sel]
         cols = np.flatnonzero(w.any(axis=0))
@@ -459,12 +463,3 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     np.add.at(noise, tg, (energy * c[ii, ff] ** 2) @ ctx.onehot
               - 2.0 * cross * ctx.noise_ext[tg])  # Z carries CTF / sigma^2: restore sigma^2
 
-
-def _runs(keys: np.ndarray):
-    """``(key, rows)`` for each distinct value of ``keys``: a slice where its rows are
-    consecutive (sorted keys), else their indices."""
-    for key in np.unique(keys):
-        rows = np.flatnonzero(keys == key)
-        if rows[-1] - rows[0] + 1 == rows.size:
-            rows = slice(rows[0], rows[-1] + 1)
-        yield key, rows

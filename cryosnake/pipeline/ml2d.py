@@ -55,8 +55,8 @@ MIRROR_COLUMN = "cryosnakeMirror"
 # Start-up of a job (issue 16): an ML2D E-step imports neither MLF2D, nor the config checks
 # (jsonschema, the symmetry groups of Significant, scipy.spatial), nor the RELION/Xmipp
 # writers; the functions that need them import them. An M-step reads and writes no STAR
-# (pandas, starfile) and calls no kernel (numba): 0.3 s of Python start-up and imports instead
-# of 0.6 s, 30 times in a run. Each job picks its strategy (ML2D or
+# (pandas, starfile) and calls no kernel (numba): the job takes 0.15 s instead of 0.6 s, 30
+# times in a run. Each job picks its strategy (ML2D or
 # MLF2D, :mod:`cryosnake.classify2d.strategy`) once, from ``ml2d.fourier``.
 
 

@@ -56,8 +56,7 @@ def set_threads(threads: int, whole_process: bool = False) -> None:
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                 "CRYOSNAKE_THREADS"):
         os.environ[var] = str(threads)
-    numba = sys.modules.get("numba")
-    if numba is None and whole_process:
+    if whole_process and "numba" not in sys.modules:
         limit = int(os.environ.get("NUMBA_NUM_THREADS") or os.cpu_count() or 1)
         os.environ["NUMBA_NUM_THREADS"] = str(min(threads, limit))
         return
