@@ -80,7 +80,7 @@ def test_mlf2d_defocus_groups_once_give_each_chunk_its_ctf_and_groups(tmp_path):
     assert read.labels.dtype == np.int64 and len(read.defocus) > 2
     for c in range(3):
         rows = chunk_rows(n, 50, c)
-        data = strategy.particle_data(table, rows, settings, read)
+        data = strategy.particle_data(strategy.particle_ctf(table, settings), rows, read)
         np.testing.assert_array_equal(data.groups, whole.labels[rows])
         for field in ctf.__dataclass_fields__:
             np.testing.assert_array_equal(getattr(data.ctf, field),

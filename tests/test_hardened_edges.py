@@ -290,8 +290,9 @@ def test_more_classes_than_particles_stops_ml2d_start(tmp_path):
     with pytest.raises(InputError, match=r"ml2d.classes = 5, but the particles \(.*out.star\) "
                                          "number only 4: every class needs particles. Use at most "
                                          "4 classes"):
-        start_job(tmp_path / "out.star", ml2d, 100, tmp_path / "m.json", tmp_path / "r.mrcs")
-    assert not (tmp_path / "m.json").exists()
+        start_job(tmp_path / "out.star", ml2d, 100, tmp_path / "m.json", tmp_path / "r.mrcs",
+                  tmp_path / "i.npz")
+    assert not (tmp_path / "m.json").exists() and not (tmp_path / "i.npz").exists()
     refs = tmp_path / "refs.mrcs"
     stack(refs, 6)
     with pytest.raises(InputError, match=r"ml2d.references = '.*refs.mrcs' holds 6 references, "

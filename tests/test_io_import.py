@@ -11,11 +11,13 @@ from cryosnake import demo
 from cryosnake.errors import InputError
 from cryosnake.io import importers, mrc, star
 from cryosnake.io.particles import (
+    ParticleIndex,
     ParticleStack,
     auto_chunk_size,
     chunk_rows,
     n_chunks,
     resolve_chunk_size,
+    write_particle_index,
 )
 from cryosnake.mlf2d import resolve_phase_flipped
 from cryosnake.pipeline.data import import_job
@@ -50,6 +52,51 @@ def relion31(tmp_path, n=6, **extra):
 @pytest.fixture(autouse=True)
 def in_tmp(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
+
+
+def test_particle_index_reads_the_same_particles_and_ctf_as_the_star(tmp_path):
+    """The run's particle index (what an E-step job reads instead of the STAR, issue 16): two
+    stacks found through the STAR's folder, particles interleaved between them, two optics
+    groups with their own CTF columns: the same images of any rows, the same CTF of every
+    particle, box, sampling and the phase-flip flag; none of them without CTF."""
+    from cryosnake.ctf import CTFParams
+
+    a = make_stack(tmp_path / "a.mrcs", 4, seed=1)
+    b = make_stack(tmp_path / "b.mrcs", 3, seed=2)
+    order = [("a", 2), ("b", 1), ("a", 0), ("b", 2), ("a", 3), ("b", 0), ("a", 1)]
+    particles = pd.DataFrame({
+        "rlnImageName": [f"{i + 1:06d}@{s}.mrcs" for s, i in order],
+        "rlnOpticsGroup": [1, 2, 1, 2, 1, 2, 1],
+        "rlnDefocusU": np.linspace(10000, 16000, 7), "rlnDefocusV": np.linspace(9900, 15900, 7),
+        "rlnDefocusAngle": np.linspace(0, 60, 7)})
+    optics = pd.DataFrame({"rlnOpticsGroup": [1, 2], "rlnOpticsGroupName": ["g1", "g2"],
+                           "rlnImagePixelSize": [2.5, 2.5], "rlnImageSize": [BOX, BOX],
+                           "rlnImageDimensionality": [2, 2], "rlnVoltage": [300.0, 200.0],
+                           "rlnSphericalAberration": [2.7, 2.0],
+                           "rlnAmplitudeContrast": [0.07, 0.1]})
+    starfile.write({"optics": optics, "particles": particles}, tmp_path / "p.star")
+    work = tmp_path / "work"  # the stacks are found through the STAR's folder only
+    work.mkdir()
+    import os
+
+    os.chdir(work)
+    expected_images = np.stack([{"a": a, "b": b}[s][i] for s, i in order])
+    with ParticleStack(tmp_path / "p.star") as ps:
+        ctf = CTFParams.from_star(ps.table)
+        write_particle_index(work / "index.npz", ps, ctf, True)
+        write_particle_index(work / "plain.npz", ps)
+    with ParticleIndex(work / "index.npz") as pi:
+        assert (pi.n, pi.box, pi.sampling, pi.phase_flipped) == (7, BOX, 2.5, True)
+        rows = np.array([6, 0, 3, 1])
+        np.testing.assert_array_equal(pi.read(rows), expected_images[rows])
+        np.testing.assert_array_equal(pi.read_chunk(1, 3), expected_images[3:6])
+        for field in ctf.__dataclass_fields__:
+            np.testing.assert_array_equal(getattr(pi.ctf, field),
+                                          np.broadcast_to(getattr(ctf, field), (7,)),
+                                          err_msg=field)
+        np.testing.assert_array_equal(pi.ctf.voltage, [300, 200, 300, 200, 300, 200, 300])
+    with ParticleIndex(work / "plain.npz") as pi:
+        assert pi.ctf is None and pi.phase_flipped is None
 
 
 def test_relion31_star_keeps_columns_order_ctf_and_resolves_paths(tmp_path):

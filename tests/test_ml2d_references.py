@@ -41,7 +41,8 @@ def test_user_references_set_k_in_the_start_model(tmp_path, monkeypatch):
            "particle_diameter": 0.0, "reseed_fraction": 0.0, "reseed_iterations": 10,
            "loglik_tolerance": 0.01,
            "max_iterations": 2, "seed": 1, "fourier": False}
-    start_job(tmp_path / "p.star", cfg, 5, tmp_path / "m.json", tmp_path / "r.mrcs")
+    start_job(tmp_path / "p.star", cfg, 5, tmp_path / "m.json", tmp_path / "r.mrcs",
+              tmp_path / "i.npz")
     model = read_model(tmp_path / "m.json", ML2DModel)
     assert model.n_classes == 5  # K = number of references, not `classes`
     np.testing.assert_allclose(model.references, imgs[:5], atol=1e-6)

@@ -16,6 +16,8 @@
 #      our link). If another slurm.conf is there it is left alone: export
 #      SLURM_CONF=$CRYOSNAKE_SLURM_DIR/slurm.conf before using the cluster (.ci/slurm/run_tests.sh
 #      always does).
+#      stop.sh removes the link again (a link to a stopped controller makes every SLURM client,
+#      and so every `snakemake` start, wait 9-10 s for it).
 #   4. Starts munged, slurmctld and slurmd as background daemons (no systemd in the sandbox;
 #      the Debian packages' postinst cannot start them either), records their PIDs in
 #      $CRYOSNAKE_SLURM_DIR/pids/, waits until `sinfo` shows the node idle and prints the time.

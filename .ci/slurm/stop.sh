@@ -41,4 +41,12 @@ fi
 stop_one slurmd slurmd
 stop_one slurmctld slurmctld
 stop_one munged munged
+
+# the /etc/slurm/slurm.conf link that setup.sh made, if it is still ours: left behind, it points
+# every SLURM client at a controller that is gone, and `scontrol show config` then waits 9-10 s
+# for it; snakemake-executor-plugin-slurm runs that command on import, so every `snakemake`
+# on this machine would start 9-10 s late (issue 16)
+if [ -L /etc/slurm/slurm.conf ] && [ "$(readlink /etc/slurm/slurm.conf)" = "$STATE/slurm.conf" ]; then
+    rm -f /etc/slurm/slurm.conf && echo "[slurm-stop] removed the /etc/slurm/slurm.conf link"
+fi
 exit 0

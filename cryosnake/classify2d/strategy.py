@@ -9,8 +9,9 @@ A job reads files and hands arrays to the strategy; the strategy calls the numer
     settings = strategy.settings(ml2d_cfg, table)
     groups = strategy.defocus_groups(table, settings)             # once per run (start job)
     model = strategy.start(ml2d_cfg, settings, table, chunks, sampling, box, references, groups)
+    ctf = strategy.particle_ctf(table, settings)                  # once per run (start job)
     groups = read_defocus_groups(path, strategy.groups_type)      # E-step job (MLF2D)
-    data = strategy.particle_data(table, rows, settings, groups)  # per chunk
+    data = strategy.particle_data(ctf, rows, groups)              # per chunk
     sums, assignments, new_state = strategy.estep(images, model, settings, state, data,
                                                   group_labels, backend)
     new_model = strategy.mstep(model, sum(read_sums(p, strategy.sums_type) for p in paths),
@@ -60,10 +61,18 @@ class Classifier2D(Protocol):
         "generate classes"; ``groups``: :meth:`defocus_groups` of ``table``); prints a summary
         to the job's log."""
 
-    def particle_data(self, table, rows: np.ndarray, settings, groups) -> Any:
+    def particle_ctf(self, table, settings) -> Any:
+        """The CTF parameters of every particle of ``table`` that the model uses
+        (:class:`~cryosnake.ctf.CTFParams`; ``None`` for ML2D and for MLF2D without CTF
+        correction): computed once per run, by the start job, which writes them into the run's
+        particle index (:func:`cryosnake.io.particles.write_particle_index`) for the E-step
+        jobs."""
+
+    def particle_data(self, ctf, rows: np.ndarray, groups) -> Any:
         """What the E-step needs of the particles ``rows`` besides their images (``None``
-        for ML2D; MLF2D: their CTF and defocus groups, from ``groups``, the run's
-        :meth:`defocus_groups`). Has ``subset(index)`` if not None."""
+        for ML2D; MLF2D: their CTF and defocus groups, from ``ctf``, the run's
+        :meth:`particle_ctf`, and ``groups``, its :meth:`defocus_groups`). Has
+        ``subset(index)`` if not None."""
 
     def prepare(self, model, settings, fresh: bool, backend) -> Any:
         """What every E-step call on ``model`` computes alike (MLF2D: the reference bank and

@@ -45,7 +45,10 @@ class ML2D:
               f"xi {model.sigma_offset:.4g}")
         return model
 
-    def particle_data(self, table, rows, settings, groups=None) -> None:
+    def particle_ctf(self, table, settings) -> None:
+        return None
+
+    def particle_data(self, ctf, rows, groups=None) -> None:
         return None
 
     def prepare(self, model, settings, fresh, backend):

@@ -78,10 +78,15 @@ class MLF2D:
               f"(shell {model.shell_high}), white-equivalent noise {model.sigma_noise:.4g}")
         return model
 
-    def particle_data(self, table, rows, settings, groups: DefocusGroups) -> CTFGroups:
-        """The CTF and defocus group of the particles ``rows`` (``groups``: those of the whole
-        ``table``, :meth:`defocus_groups`)."""
-        return CTFGroups(particle_ctf(table.iloc[rows], settings), groups.labels[rows])
+    def particle_ctf(self, table, settings) -> CTFParams | None:
+        """Every particle's CTF (``None`` without CTF correction); an :class:`InputError`
+        naming the missing columns."""
+        return particle_ctf(table, settings)
+
+    def particle_data(self, ctf: CTFParams | None, rows, groups: DefocusGroups) -> CTFGroups:
+        """The CTF and defocus group of the particles ``rows`` (``ctf``, ``groups``: those of
+        all particles, :meth:`particle_ctf`, :meth:`defocus_groups`)."""
+        return CTFGroups(None if ctf is None else ctf.subset(rows), groups.labels[rows])
 
     def prepare(self, model, settings, fresh, backend):
         return prepare(model, settings, fresh, backend)

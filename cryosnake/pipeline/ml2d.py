@@ -1,13 +1,15 @@
 """Jobs of the ML2D rules: start model, chunked E-step, M-step, final outputs. With
 ``ml2d.fourier`` the same jobs run MLF2D (:mod:`cryosnake.mlf2d`): each job picks its
 strategy once (:func:`cryosnake.classify2d.strategy.classifier`); MLF2D's takes the CTF of
-each chunk's particles from the particle STAR and their defocus groups from the file the
-start job wrote.
+each chunk's particles from the run's particle index and their defocus groups from the files
+the start job wrote.
 
 Files of one run (``{outdir}/ml2d``):
 
 * ``start/``: the single global average that iteration 0 of "generate classes" aligns to;
-  with MLF2D, ``defocus_groups.npz``: the defocus group of every particle, computed once.
+  ``particles.npz``, the run's particle index (image locations, CTF: what the E-step jobs read
+  instead of the STAR, :class:`~cryosnake.io.particles.ParticleIndex`); with MLF2D,
+  ``defocus_groups.npz``: the defocus group of every particle, computed once.
 * ``iter_NNN/``: ``model.json`` + ``references.mrcs`` written by the M-step of iteration NNN,
   and ``chunks/{sums,state,assignments}_CCCC.npz`` written by its E-step jobs.
 * ``classes.mrcs``, ``classes.star``, ``particles.star``, ``model.json``: the final outputs,
@@ -54,10 +56,11 @@ MIRROR_COLUMN = "cryosnakeMirror"
 
 # Start-up of a job (issue 16): an ML2D E-step imports neither MLF2D, nor the config checks
 # (jsonschema, the symmetry groups of Significant, scipy.spatial), nor the RELION/Xmipp
-# writers; the functions that need them import them. An M-step reads and writes no STAR
-# (pandas, starfile) and calls no kernel (numba): the job takes 0.15 s instead of 0.6 s, 30
-# times in a run. Each job picks its strategy (ML2D or
-# MLF2D, :mod:`cryosnake.classify2d.strategy`) once, from ``ml2d.fourier``.
+# writers; the functions that need them import them. No E-step or M-step reads or writes a
+# STAR (pandas, starfile): an E-step reads the run's particle index, and an M-step, which calls
+# no kernel (numba) either, takes 0.15 s instead of 0.6 s, 30 times in a run. Each job picks
+# its strategy (ML2D or MLF2D, :mod:`cryosnake.classify2d.strategy`) once, from
+# ``ml2d.fourier``.
 
 
 def settings_from_config(ml2d: dict, table=None) -> ML2DSettings:
@@ -99,11 +102,13 @@ def count_references(path) -> int:
 
 
 def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_refs,
-              out_groups=None) -> None:
+              out_index, out_groups=None) -> None:
     """Iteration-0 input: the start model of ML2D (the global average, or the user
     references) or of MLF2D (also the initial noise spectra per defocus group, and the
-    defocus groups of the run in ``out_groups``, which MLF2D needs)."""
-    from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks
+    defocus groups of the run in ``out_groups``, which MLF2D needs), and the run's particle
+    index for the E-step jobs (``out_index``, :func:`~cryosnake.io.particles.write_particle_index`:
+    image locations, CTF, the resolved ``phase_flipped``)."""
+    from cryosnake.io.particles import ParticleStack, chunk_rows, n_chunks, write_particle_index
 
     strategy = classifier(ml2d_cfg["fourier"])
     if strategy.groups_type is not None and out_groups is None:  # before any compute
@@ -114,11 +119,13 @@ def start_job(particles_star, ml2d_cfg: dict, chunk_size: int, out_model, out_re
         refs = (read_references(ml2d_cfg["references"], ps.box) if ml2d_cfg["references"]
                 else None)
         groups = strategy.defocus_groups(ps.table, settings)
+        ctf = strategy.particle_ctf(ps.table, settings)
         chunks = ((rows, ps.read(rows)) for rows in
                   (chunk_rows(ps.n, chunk_size, c) for c in range(n_chunks(ps.n, chunk_size))))
         model = strategy.start(ml2d_cfg, settings, ps.table, chunks, ps.sampling, ps.box, refs,
                                groups)
         write_model(model, out_model, out_refs, ps.sampling)
+        write_particle_index(out_index, ps, ctf, getattr(settings, "phase_flipped", None))
     if groups is not None:
         write_defocus_groups(out_groups, groups)
 
@@ -131,13 +138,14 @@ def _check_classes(ps: ParticleStack, ml2d_cfg: dict, particles_star) -> None:
     check_classes(n_classes, ps.n, ml2d_cfg, particles_star)
 
 
-def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
+def estep_job(particle_index, chunk: int, chunk_size: int, iteration: int, ml2d_cfg: dict,
               backend: str, model_json, previous_state, out_sums, out_state,
               out_assignments, groups_npz=None) -> None:
-    """E-step of one particle chunk against the model of the previous iteration; ``backend``: the
-    kernel backend's name (``cpu`` or ``cuda``); ``groups_npz``: the defocus groups the start
-    job wrote (MLF2D)."""
-    from cryosnake.io.particles import ParticleStack, chunk_rows
+    """E-step of one particle chunk against the model of the previous iteration;
+    ``particle_index``: the run's particle index the start job wrote (no STAR is read);
+    ``backend``: the kernel backend's name (``cpu`` or ``cuda``); ``groups_npz``: the defocus
+    groups the start job wrote (MLF2D)."""
+    from cryosnake.io.particles import ParticleIndex, chunk_rows
 
     kernels = get_backend(backend)
     strategy = classifier(ml2d_cfg["fourier"])
@@ -147,12 +155,14 @@ def estep_job(particles_star, chunk: int, chunk_size: int, iteration: int, ml2d_
         if groups_npz is None:
             raise ValueError(f"{strategy.name} E-step: groups_npz (defocus_groups.npz) not given")
         defocus = read_defocus_groups(groups_npz, strategy.groups_type)
-    with ParticleStack(particles_star) as ps:
-        settings = strategy.settings(ml2d_cfg, ps.table)
-        rows = chunk_rows(ps.n, chunk_size, chunk)
-        images = ps.read(rows)
-        data = strategy.particle_data(ps.table, rows, settings, defocus)
-        n_total = ps.n
+    with ParticleIndex(particle_index) as pi:
+        if pi.phase_flipped is not None:  # as the start job resolved it (``auto``)
+            ml2d_cfg = ml2d_cfg | {"phase_flipped": pi.phase_flipped}
+        settings = strategy.settings(ml2d_cfg)
+        rows = chunk_rows(pi.n, chunk_size, chunk)
+        images = pi.read(rows)
+        data = strategy.particle_data(pi.ctf, rows, defocus)
+        n_total = pi.n
     generated_start = iteration == 0 and not ml2d_cfg["references"]
     groups = (random_group_labels(n_total, settings.n_classes, settings.seed)[rows]
               if generated_start else None)

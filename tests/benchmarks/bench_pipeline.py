@@ -6,8 +6,9 @@ at ``--snr`` (on the signal before the CTF). Then, for each ``--presets`` entry,
 Snakemake workflow (``--cores 2``, target ``significant``) on the RELION 3.1 STAR in a folder of
 its own and reports:
 
-* the class sizes: largest class share, classes of 5 particles or fewer, and how many averages
-  Reconstruct Significant took;
+* the class sizes: largest class share and its ratio to the mean class size, the share of
+  classes above a third of the mean (issue 19's goals), classes of 5 particles or fewer, and
+  how many averages Reconstruct Significant took;
 * the class averages' resolution: per non-empty class, the FRC-0.5 against the clean
   projection of the true map it matches best (:func:`relion_sim.average_resolutions`),
   median and best;
@@ -78,6 +79,8 @@ def run_workflow(folder: Path, star_file: Path, args, preset: str, truth: np.nda
                                      soft_mask(args.box, 0.45 * args.box))
     return {"volume": mrc.read(res / "significant/volume.mrc"), "wall_s": wall,
             "largest_class": float(counts.max() / counts.sum()),
+            "largest_over_mean": float(counts.max() / counts.mean()),
+            "above_third_of_mean": float((counts > counts.mean() / 3).mean()),
             "classes_le5": int((counts <= 5).sum()), "averages_used": int(info["n_images"]),
             "median_average_A": float(np.nanmedian(resolution)),
             "best_average_A": float(np.nanmin(resolution))}
@@ -128,7 +131,8 @@ def main(argv=None) -> None:
         rows.append({"snr": snr, "run": "true poses (relion_reconstruct)", "fsc05_A": best})
         print(json.dumps(rows[-1]), flush=True)
         for preset in args.presets:
-            r = run_workflow(folder / f"run_{preset}", star_file.resolve(), args, preset, truth)
+            run = folder / (f"run_{preset}" if args.k == 30 else f"run_{preset}_k{args.k}")
+            r = run_workflow(run, star_file.resolve(), args, preset, truth)
             vol = r.pop("volume")
             rows.append({"snr": snr, "run": preset, **r,
                          "fsc05_A": resolution_A(vol, truth, args.sampling)})

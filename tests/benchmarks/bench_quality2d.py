@@ -21,6 +21,9 @@ mask, the default 20 Å limit, or ``--true-refs-limit``) against the true refere
 clean views, or with ``--random-views`` projections of the map along ``--k`` directions
 spread over a hemisphere (a direction and its opposite are mirror images) -- so the poses are
 estimated as in any run; its classes are those of that E-step and its averages the M-step's.
+``relion-refs`` and ``mlf2d+mask-refs`` are the same E-step (full search, mask, 20 Å) against
+the final class averages of the ``relion`` or ``mlf2d+mask`` run of the same particles (run
+those first): which set of references assigns the particles better, given one E-step?
 
 ``--random-views`` simulates random orientations instead (issue 19's case, e.g. ``--k 30``):
 there are no discrete views, so the table gives the direction spread of the classes (median
@@ -101,6 +104,9 @@ METHODS: dict[str, tuple[bool, dict]] = {
     # started from the true references (``true_references``) instead of "generate classes":
     # does the likelihood prefer the true classes (compare ``loglik`` with ``mlf2d+mask``)?
     "mlf2d+mask+truestart": (True, {"particle_diameter": DIAMETER}),
+    # re-seeding of small classes (issue 19's default 0.25) lower, and off
+    "mlf2d+mask+rs10": (True, {"particle_diameter": DIAMETER, "reseed_fraction": 0.1}),
+    "mlf2d+mask+noreseed": (True, {"particle_diameter": DIAMETER, "reseed_fraction": 0.0}),
 }
 
 
@@ -251,6 +257,19 @@ def run_true_references(case: dict, images, args, snr: float, with_ctf: bool) ->
             "seconds": time.perf_counter() - start, "iteration_seconds": np.zeros(0)}
 
 
+def run_given_references(refs: np.ndarray, case: dict, images, args, with_ctf: bool) -> dict:
+    """One MLF2D E-step (full search, 20 Å) against ``refs`` (``relion-refs``,
+    ``mlf2d+mask-refs``, module docstring)."""
+    settings = MLF2DSettings(n_classes=len(refs), max_iterations=1, fast=False,
+                             ctf_correction=with_ctf, phase_flipped=False,
+                             particle_diameter=args.diameter)
+    start = time.perf_counter()
+    model, assignments, _ = run_mlf2d(images, ctf_of(case), args.sampling, settings,
+                                      references=np.asarray(refs, dtype=np.float64))
+    return {"labels": assignments["class_number"], "averages": model.references,
+            "seconds": time.perf_counter() - start, "iteration_seconds": np.zeros(0)}
+
+
 def run_cryosnake(name: str, case: dict, images, args, snr: float, with_ctf: bool) -> dict:
     fourier, overrides = METHODS[name]
     overrides = {k: args.diameter if v == DIAMETER else v for k, v in overrides.items()}
@@ -338,6 +357,13 @@ def main(argv=None) -> None:
                 elif name == "ceiling":
                     r = ceiling(case, images, args)
                     r |= {"seconds": 0.0, "iteration_seconds": np.zeros(0)}
+                elif name.endswith("-refs"):
+                    source = folder / f"result_{name[:-len('-refs')]}.npz"
+                    if not source.exists():
+                        raise SystemExit(f"{name}: run {name[:-len('-refs')]} first "
+                                         f"({source} is missing)")
+                    r = run_given_references(np.load(source)["averages"], case, images, args,
+                                             with_ctf)
                 elif name == "relion":
                     r = relion_class2d(folder / "particles.star", folder / "relion", args.k,
                                        args.iterations, args.diameter, with_ctf)

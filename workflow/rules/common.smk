@@ -108,6 +108,8 @@ ML2D = f"{OUT}/ml2d"
 ML2D_GENERATE = not config["ml2d"]["references"]
 # MLF2D: the defocus group of every particle, computed once by the start job for the E-steps
 ML2D_GROUPS = f"{ML2D}/start/defocus_groups.npz" if config["ml2d"]["fourier"] else None
+# the particles as the E-step jobs read them (image locations, CTF): no STAR parsing per job
+ML2D_INDEX = f"{ML2D}/start/particles.npz"
 ML2D_MAX_ITERATIONS = config["ml2d"]["max_iterations"]
 INPUT_STAR = f"{OUT}/input/particles.star"
 INPUT_SUMMARY = f"{OUT}/input/summary.json"
@@ -149,7 +151,7 @@ def ml2d_estep_inputs(wildcards):
     i = int(wildcards.iter)
     model = ml2d_model(i)
     inputs = {
-        "particles": INPUT_STAR,
+        "index": ML2D_INDEX,
         "summary": INPUT_SUMMARY,
         "model": model,
         "references": model.replace("model.json", "references.mrcs"),

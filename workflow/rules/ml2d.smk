@@ -18,6 +18,7 @@ rule ml2d_start:
             if ML2D_GENERATE
             else f"{ML2D}/iter_000/references.mrcs"
         ),
+        index=ML2D_INDEX,
         groups=ML2D_GROUPS or [],
     params:
         ml2d=ml2d_algorithm_params(),
