@@ -254,6 +254,6 @@ class ParticleIndex(_MappedImages):
             self.sampling = float(z["sampling"])
             flipped = int(z["phase_flipped"])
             self.ctf = (CTFParams(**{name: z[f"ctf_{name}"] for name in _CTF_FIELDS})
-                        if "ctf_defocus_u" in z else None)
+                        if f"ctf_{_CTF_FIELDS[0]}" in z else None)
         self.phase_flipped = None if flipped < 0 else bool(flipped)
         super().__init__(stacks, stack_of, index0, star_path)

@@ -245,24 +245,18 @@ def true_references(case: dict, args, snr: float) -> np.ndarray:
 
 def run_true_references(case: dict, images, args, snr: float, with_ctf: bool) -> dict:
     """One E-step against the true references (``true-refs``, module docstring)."""
-    refs = true_references(case, args, snr)
-    settings = MLF2DSettings(n_classes=len(refs), max_iterations=1, fast=False,
-                             ctf_correction=with_ctf, phase_flipped=False,
-                             particle_diameter=args.diameter,
-                             high_res_limit=args.true_refs_limit)
-    start = time.perf_counter()
-    model, assignments, _ = run_mlf2d(images, ctf_of(case), args.sampling, settings,
-                                      references=refs)
-    return {"labels": assignments["class_number"], "averages": model.references,
-            "seconds": time.perf_counter() - start, "iteration_seconds": np.zeros(0)}
+    return run_given_references(true_references(case, args, snr), case, images, args, with_ctf,
+                                args.true_refs_limit)
 
 
-def run_given_references(refs: np.ndarray, case: dict, images, args, with_ctf: bool) -> dict:
-    """One MLF2D E-step (full search, 20 Å) against ``refs`` (``relion-refs``,
-    ``mlf2d+mask-refs``, module docstring)."""
+def run_given_references(refs: np.ndarray, case: dict, images, args, with_ctf: bool,
+                         limit: float = 20.0) -> dict:
+    """One MLF2D E-step (full search, ``--diameter`` mask, likelihood to ``limit`` Å; 0 =
+    Nyquist) against ``refs`` (``true-refs``, ``relion-refs``, ``mlf2d+mask-refs``, module
+    docstring)."""
     settings = MLF2DSettings(n_classes=len(refs), max_iterations=1, fast=False,
                              ctf_correction=with_ctf, phase_flipped=False,
-                             particle_diameter=args.diameter)
+                             particle_diameter=args.diameter, high_res_limit=limit)
     start = time.perf_counter()
     model, assignments, _ = run_mlf2d(images, ctf_of(case), args.sampling, settings,
                                       references=np.asarray(refs, dtype=np.float64))
