@@ -104,9 +104,17 @@ METHODS: dict[str, tuple[bool, dict]] = {
     # started from the true references (``true_references``) instead of "generate classes":
     # does the likelihood prefer the true classes (compare ``loglik`` with ``mlf2d+mask``)?
     "mlf2d+mask+truestart": (True, {"particle_diameter": DIAMETER}),
+    # started from projections of ``--start-volume`` (e.g. an initial volume from another
+    # run) along the same ``--k`` directions: does a rough 3D start give purer classes?
+    "mlf2d+mask+volstart": (True, {"particle_diameter": DIAMETER}),
     # re-seeding of small classes (issue 19's default 0.25) lower, and off
     "mlf2d+mask+rs10": (True, {"particle_diameter": DIAMETER, "reseed_fraction": 0.1}),
     "mlf2d+mask+noreseed": (True, {"particle_diameter": DIAMETER, "reseed_fraction": 0.0}),
+    # RELION's nominal in-plane step (10 degrees) instead of the seed's 5
+    "mlf2d+mask+psi10": (True, {"particle_diameter": DIAMETER, "psi_step": 10.0}),
+    # the workflow's default mask (``auto``: 0.9 of the box), psi 5 and 10 degrees
+    "mlf2d+auto": (True, {"particle_diameter": "auto"}),
+    "mlf2d+auto+psi10": (True, {"particle_diameter": "auto", "psi_step": 10.0}),
 }
 
 
@@ -229,14 +237,14 @@ def ceiling(case: dict, images: np.ndarray, args) -> dict:
     return {"labels": labels + 1, "averages": averages}
 
 
-def true_references(case: dict, args, snr: float) -> np.ndarray:
-    """The clean views, or projections of the map along ``--k`` directions on a Fibonacci
-    hemisphere (random views), scaled like the particles' clean signal."""
-    if not args.random_views:
+def true_references(case: dict, args, snr: float, volume: Path | None = None) -> np.ndarray:
+    """The clean views, or projections of the map (or of ``volume``) along ``--k`` directions
+    on a Fibonacci hemisphere (random views), scaled like the particles' clean signal."""
+    if not args.random_views and volume is None:
         return np.asarray(case["views"], dtype=np.float64)
     from cryosnake.volume3d.projector import project
 
-    vol = mrc.read(args.out / "volume.mrc").astype(np.float32)
+    vol = mrc.read(volume or args.out / "volume.mrc").astype(np.float32)
     rot, tilt = hemisphere_directions(args.k)
     refs = np.stack([project(vol, r, t, 0.0).reshape(args.box, args.box)
                      for r, t in zip(rot, tilt, strict=True)]).astype(np.float64)
@@ -277,8 +285,11 @@ def run_cryosnake(name: str, case: dict, images, args, snr: float, with_ctf: boo
     if fourier:
         settings = MLF2DSettings(**common, ctf_correction=with_ctf, phase_flipped=False,
                                  **overrides)
+        if name.endswith("+volstart") and args.start_volume is None:
+            raise SystemExit(f"{name} needs --start-volume")
         refs = (true_references(case, args, snr) if name.endswith("+truestart")
-                else None)
+                else true_references(case, args, snr, args.start_volume)
+                if name.endswith("+volstart") else None)
         model, assignments, history = run_mlf2d(images, ctf_of(case), args.sampling, settings,
                                                 references=refs, callback=tick)
     else:
@@ -320,6 +331,9 @@ def main(argv=None) -> None:
     p.add_argument("--cryosnake-seed", type=int, default=1,
                    help="seed of cryosnake's random start groups (results of seeds other "
                         "than 1 are cached as result_METHOD_sSEED.npz)")
+    p.add_argument("--start-volume", type=Path,
+                   help="volume whose projections start mlf2d+mask+volstart (its result is "
+                        "cached like any method's: --rerun it after changing the volume)")
     p.add_argument("--true-refs-limit", type=float, default=20.0,
                    help="Å, the likelihood limit of true-refs (0 = Nyquist)")
     args = p.parse_args(argv)

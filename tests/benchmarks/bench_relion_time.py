@@ -42,11 +42,13 @@ from bench_workflow import REPO, run_workflow, workflow_iterations  # noqa: E402
 from relion_sim import relion_class2d  # noqa: E402
 
 
-def run_cryosnake(star: Path, folder: Path, fourier: bool, k: int, cores: int) -> dict:
-    """The workflow on ``star`` with the defaults (K = ``k``; MLF2D where ``fourier``)."""
+def run_cryosnake(star: Path, folder: Path, fourier: bool, k: int, cores: int,
+                  overrides: dict | None = None) -> dict:
+    """The workflow on ``star`` with the defaults (K = ``k``; MLF2D where ``fourier``) and the
+    ``ml2d`` keys ``overrides``."""
     folder.mkdir(parents=True, exist_ok=True)
     config = {"particles": str(star.resolve()),
-              "ml2d": {"classes": k, "fourier": fourier},
+              "ml2d": {"classes": k, "fourier": fourier, **(overrides or {})},
               "compute": {"backend": "cpu"}}
     (folder / "config.yaml").write_text(yaml.safe_dump(config))
     wall = run_workflow(folder, REPO, cores)
@@ -83,9 +85,13 @@ def main(argv=None) -> None:
                     default=["relion", "cryosnake"],
                     help="run only these; the others' times are read from OUT/times.json "
                          "(e.g. cryosnake after a change, against RELION's recorded runs)")
+    ap.add_argument("--ml2d", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="ml2d config keys for the cryosnake runs (e.g. psi_step=10; "
+                         "fourier=true ctf_correction=false on the noctf case)")
     ap.add_argument("--reprint", action="store_true",
                     help="print the table of the runs in OUT/times.json, run nothing")
     args = ap.parse_args(argv)
+    overrides = {k: yaml.safe_load(v) for k, v in (kv.split("=", 1) for kv in args.ml2d)}
 
     cases = [(name, star) for name, star in (("noctf", args.particles_noctf),
                                              ("ctf", args.particles_ctf)) if star is not None]
@@ -99,7 +105,7 @@ def main(argv=None) -> None:
             folder = args.out / name / job
             run = (run_relion(star, folder, ctf, args.k, args.relion_iterations, args.diameter,
                               args.cores) if job == "relion"
-                   else run_cryosnake(star, folder, ctf, args.k, args.cores))
+                   else run_cryosnake(star, folder, ctf, args.k, args.cores, overrides))
             results[f"{name}/{job}"] = run
             print(f"{start} {name}/{job}: {run['seconds']:.0f} s", flush=True)
         recorded.write_text(json.dumps(results, indent=1))
@@ -111,7 +117,8 @@ def main(argv=None) -> None:
     for name, _ in cases:
         ref = summary(results[f"{name}/relion"])
         for job, label in (("relion", "RELION 3.1 Class2D" + (" --ctf" if name == "ctf" else "")),
-                           ("cryosnake", "cryosnake " + ("MLF2D" if name == "ctf" else "ML2D"))):
+                           ("cryosnake", "cryosnake " + ("MLF2D" if name == "ctf" else "ML2D")
+                            + "".join(f" {kv}" for kv in args.ml2d))):
             s = summary(results[f"{name}/{job}"])
             print(f"| {name} | {label} | {s['iterations']} | {s['s_it_late']:.1f} | "
                   f"{s['s_it_all']:.1f} | {s['wall']:.0f} | "
