@@ -285,11 +285,13 @@ def run_cryosnake(name: str, case: dict, images, args, snr: float, with_ctf: boo
     if fourier:
         settings = MLF2DSettings(**common, ctf_correction=with_ctf, phase_flipped=False,
                                  **overrides)
-        if name.endswith("+volstart") and args.start_volume is None:
-            raise SystemExit(f"{name} needs --start-volume")
-        refs = (true_references(case, args, snr) if name.endswith("+truestart")
-                else true_references(case, args, snr, args.start_volume)
-                if name.endswith("+volstart") else None)
+        refs = None
+        if name.endswith("+truestart"):
+            refs = true_references(case, args, snr)
+        elif name.endswith("+volstart"):
+            if args.start_volume is None:
+                raise SystemExit(f"{name} needs --start-volume")
+            refs = true_references(case, args, snr, args.start_volume)
         model, assignments, history = run_mlf2d(images, ctf_of(case), args.sampling, settings,
                                                 references=refs, callback=tick)
     else:

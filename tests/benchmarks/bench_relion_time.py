@@ -117,7 +117,8 @@ def main(argv=None) -> None:
     for name, _ in cases:
         ref = summary(results[f"{name}/relion"])
         for job, label in (("relion", "RELION 3.1 Class2D" + (" --ctf" if name == "ctf" else "")),
-                           ("cryosnake", "cryosnake " + ("MLF2D" if name == "ctf" else "ML2D")
+                           ("cryosnake", "cryosnake "
+                            + ("MLF2D" if overrides.get("fourier", name == "ctf") else "ML2D")
                             + "".join(f" {kv}" for kv in args.ml2d))):
             s = summary(results[f"{name}/{job}"])
             print(f"| {name} | {label} | {s['iterations']} | {s['s_it_late']:.1f} | "
