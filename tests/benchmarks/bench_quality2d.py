@@ -11,9 +11,10 @@ over the box / noise variance), with and without CTF (defocus
 Runs on the same particles every method of ``--methods`` (cryosnake settings presets, see
 ``METHODS``, and ``relion``: ``relion_refine`` Class2D with ``--K --iter 25 --tau2_fudge 2
 --psi_step 10 --offset_range 5 --offset_step 2 --oversampling 1 --j 2`` and ``--ctf`` where
-there is one) and prints one table: ARI of the classes against the true views, the median
-NCC of the class averages to the clean views (best in-plane rotation, mirror and shift, inside
-a soft circular mask), the share of the largest class, seconds per iteration and in all.
+there is one; ``--relion-seed`` for its ``--random_seed``) and prints one table: ARI of the
+classes against the true views, the median NCC of the class averages to the clean views (best
+in-plane rotation, mirror and shift, inside a soft circular mask), the share of the largest
+class, seconds per iteration and in all.
 ``ceiling`` is the best possible: each particle assigned to the best true view at its true
 pose (ARI), and the class averages made with the true poses and classes (NCC).
 ``true-refs`` is the best an alignment can do: one MLF2D E-step (full search, ``--diameter``
@@ -91,6 +92,10 @@ METHODS: dict[str, tuple[bool, dict]] = {
     "mlf2d+mask+res0": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True,
                                "high_res_limit": 0.0}),
     "mlf2d+mask+12A": (True, {"particle_diameter": DIAMETER, "high_res_limit": 12.0}),
+    # the adaptive limit to Nyquist with RELION's margin: the likelihood takes 10 shells
+    # beyond the last one where the class averages' SSNR >= 1 (RELION's ``incr_size``)
+    "mlf2d+mask+res0+b10": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True,
+                                   "high_res_limit": 0.0, "likelihood_shells": 10}),
     # the CTF correction with each point's own CTF^2 (ring average at its radius)
     "mlf2d+mask+pt": (True, {"particle_diameter": DIAMETER, "point_denominator": True}),
     "mlf2d+mask+res0+pt": (True, {"particle_diameter": DIAMETER, "adaptive_resolution": True,
@@ -333,6 +338,9 @@ def main(argv=None) -> None:
     p.add_argument("--cryosnake-seed", type=int, default=1,
                    help="seed of cryosnake's random start groups (results of seeds other "
                         "than 1 are cached as result_METHOD_sSEED.npz)")
+    p.add_argument("--relion-seed", type=int, default=1,
+                   help="RELION's --random_seed (results of seeds other than 1 are cached as "
+                        "result_relion_sSEED.npz, its run in relion_sSEED/)")
     p.add_argument("--start-volume", type=Path,
                    help="volume whose projections start mlf2d+mask+volstart (its result is "
                         "cached like any method's: --rerun it after changing the volume)")
@@ -359,6 +367,8 @@ def main(argv=None) -> None:
                 res_file = folder / f"result_{name}_k{args.k}_{args.true_refs_limit:g}A.npz"
             elif name in METHODS and args.cryosnake_seed != 1:
                 res_file = folder / f"result_{name}_s{args.cryosnake_seed}.npz"
+            elif name == "relion" and args.relion_seed != 1:
+                res_file = folder / f"result_relion_s{args.relion_seed}.npz"
             if res_file.exists() and name not in args.rerun:
                 r = dict(np.load(res_file))
             else:
@@ -375,8 +385,11 @@ def main(argv=None) -> None:
                     r = run_given_references(np.load(source)["averages"], case, images, args,
                                              with_ctf)
                 elif name == "relion":
-                    r = relion_class2d(folder / "particles.star", folder / "relion", args.k,
-                                       args.iterations, args.diameter, with_ctf)
+                    run_dir = folder / ("relion" if args.relion_seed == 1
+                                        else f"relion_s{args.relion_seed}")
+                    r = relion_class2d(folder / "particles.star", run_dir, args.k,
+                                       args.iterations, args.diameter, with_ctf,
+                                       seed=args.relion_seed)
                     r["labels"] = r.pop("classes")
                 else:
                     r = run_cryosnake(name, case, images, args, snr, with_ctf)
@@ -394,6 +407,9 @@ def main(argv=None) -> None:
             its = np.asarray(r["iteration_seconds"], float)
             label = (f"{name} s{args.cryosnake_seed}"
                      if name in METHODS and args.cryosnake_seed != 1 else name)
+            if name == "relion" and args.relion_seed != 1:
+                label = f"relion s{args.relion_seed}"
+
             if "loglik" in r:  # the final model's log-likelihood (cryosnake runs)
                 score["loglik"] = float(r["loglik"])
             rows.append({"case": tag, "method": label, **score,

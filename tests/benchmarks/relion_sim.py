@@ -119,12 +119,13 @@ def add_noise(clean: np.ndarray, snr: float, rng) -> tuple[np.ndarray, float]:
 
 
 def relion_class2d(star, out_dir: Path, k: int, iterations: int, diameter_A: float, ctf: bool,
-                   threads: int = 2, extra=()) -> dict:
+                   threads: int = 2, extra=(), seed: int = 1) -> dict:
     """RELION 3.1 Class2D (``relion_refine``) with the benchmark's sampling (issue 12):
     ``--psi_step 10 --oversampling 1`` (5° at the fine level), offsets 5 px in steps of 2,
     ``--tau2_fudge 2``, plus the GUI's defaults (zero mask, solvent flattening, norm and scale
-    correction). Returns ``classes`` (1-based, per particle, in input order), ``averages``
-    ``[K, N, N]``, ``seconds`` (wall) and the per-iteration seconds."""
+    correction); ``seed``: RELION's ``--random_seed``. Returns ``classes`` (1-based, per
+    particle, in input order), ``averages`` ``[K, N, N]``, ``seconds`` (wall) and the
+    per-iteration seconds."""
     out_dir = Path(out_dir)
     if out_dir.exists():
         shutil.rmtree(out_dir)
@@ -134,7 +135,7 @@ def relion_class2d(star, out_dir: Path, k: int, iterations: int, diameter_A: flo
            "--offset_range", "5", "--offset_step", "2", "--oversampling", "1",
            "--j", str(threads), "--particle_diameter", f"{diameter_A:.0f}", "--zero_mask",
            "--flatten_solvent", "--norm", "--scale", "--dont_combine_weights_via_disc",
-           "--pool", "3", "--pad", "2", "--random_seed", "1", *extra]
+           "--pool", "3", "--pad", "2", "--random_seed", str(seed), *extra]
     if ctf:
         cmd.append("--ctf")
     start = time.perf_counter()
