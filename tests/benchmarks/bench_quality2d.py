@@ -362,13 +362,13 @@ def main(argv=None) -> None:
         for name in args.methods:
             if name == "ceiling" and args.random_views:
                 continue  # no discrete views to be assigned to
-            res_file = folder / f"result_{name}.npz"
+            # the seed of a cryosnake or RELION run: seeds other than 1 are cached apart
+            seed = (args.cryosnake_seed if name in METHODS
+                     else args.relion_seed if name == "relion" else 1)
+            suffix = "" if seed == 1 else f"_s{seed}"
+            res_file = folder / f"result_{name}{suffix}.npz"
             if name == "true-refs":  # K and the limit are part of the experiment
                 res_file = folder / f"result_{name}_k{args.k}_{args.true_refs_limit:g}A.npz"
-            elif name in METHODS and args.cryosnake_seed != 1:
-                res_file = folder / f"result_{name}_s{args.cryosnake_seed}.npz"
-            elif name == "relion" and args.relion_seed != 1:
-                res_file = folder / f"result_relion_s{args.relion_seed}.npz"
             if res_file.exists() and name not in args.rerun:
                 r = dict(np.load(res_file))
             else:
@@ -385,11 +385,9 @@ def main(argv=None) -> None:
                     r = run_given_references(np.load(source)["averages"], case, images, args,
                                              with_ctf)
                 elif name == "relion":
-                    run_dir = folder / ("relion" if args.relion_seed == 1
-                                        else f"relion_s{args.relion_seed}")
-                    r = relion_class2d(folder / "particles.star", run_dir, args.k,
-                                       args.iterations, args.diameter, with_ctf,
-                                       seed=args.relion_seed)
+                    r = relion_class2d(folder / "particles.star", folder / f"relion{suffix}",
+                                       args.k, args.iterations, args.diameter, with_ctf,
+                                       seed=seed)
                     r["labels"] = r.pop("classes")
                 else:
                     r = run_cryosnake(name, case, images, args, snr, with_ctf)
@@ -405,11 +403,7 @@ def main(argv=None) -> None:
                 score |= {"median_average_A": float(np.nanmedian(res_a)),
                           "best_average_A": float(np.nanmin(res_a))}
             its = np.asarray(r["iteration_seconds"], float)
-            label = (f"{name} s{args.cryosnake_seed}"
-                     if name in METHODS and args.cryosnake_seed != 1 else name)
-            if name == "relion" and args.relion_seed != 1:
-                label = f"relion s{args.relion_seed}"
-
+            label = name if seed == 1 else f"{name} s{seed}"
             if "loglik" in r:  # the final model's log-likelihood (cryosnake runs)
                 score["loglik"] = float(r["loglik"])
             rows.append({"case": tag, "method": label, **score,
