@@ -266,6 +266,29 @@ def test_mlf2d_weights_match_cpu(kernels, rng, block_skip, entry_cutoff):
     np.testing.assert_allclose(per_image, [1.0, 1.0, 0.0], rtol=1e-12)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "cuda"])
+def test_mlf2d_weights_float32_gamma(request, rng, backend):
+    """``gamma_dtype=float32`` (the single-precision E-step): every posterior is the float64
+    one rounded twice (the weight on store, then its normalisation by ``1 / sum w`` computed in
+    float64), so within 2 ulp of float32 (plus the float32 underflow); every other result, all
+    computed in float64, is unchanged."""
+    kernels = cpu if backend == "cpu" else request.getfixturevalue("cuda_backend")
+    args = _weights_problem(rng)
+    want = cpu.mlf2d_weights(*args, 1e-8, 0.0)
+    got = kernels.mlf2d_weights(*args, 1e-8, 0.0, gamma_dtype=np.float32)
+    assert got.gamma.dtype == np.float32 and got.gamma.shape == want.gamma.shape
+    err = np.abs(got.gamma.astype(np.float64) - want.gamma)
+    assert np.all(err <= 2.0 * 2.0**-24 * (1 + 1e-6) * np.abs(want.gamma) + 2.0**-126)
+    assert np.any(err > 0)  # the rounding is there: this is not the float64 result
+    tol = 0.0 if backend == "cpu" else 1e-12
+    for key in ("wsum", "logmax", "logsum", "pmax", "argmax", "best_t", "best_v", "best_j"):
+        g, w = getattr(got, key), getattr(want, key)
+        assert g.dtype == w.dtype, key
+        finite = np.isfinite(w)
+        np.testing.assert_array_equal(g[~finite], w[~finite], err_msg=key)
+        assert np.abs(g[finite] - w[finite]).max() <= tol * max(1.0, np.abs(w[finite]).max())
+
+
 # -- alignment ----------------------------------------------------------------------------------
 
 

@@ -240,3 +240,23 @@ def test_accumulate_windows_matches_explicit_sums(rng, n, w, dtype):
     direct = np.zeros((4, n, n))
     cpu.ml2d_accumulate_direct(direct, imgs.astype(np.float64), gamma[rows], key, bx, sc, w)
     np.testing.assert_allclose(direct, want, atol=1e-12 * np.abs(want).max())
+
+
+@pytest.mark.parametrize("n_groups, n_rows", [(1, 7), (4, 200), (9, 3), (5, 0)])
+def test_add_rows_matches_add_at(rng, n_groups, n_rows):
+    """``host.add_rows`` (a bincount per column) sums repeated rows as ``np.add.at`` does;
+    groups that no row names keep their values. Both sum in float64, in another association
+    (the rows first, then the target): within the bound of recursive summation."""
+    from cryosnake.kernels.host import add_rows
+
+    target = rng.normal(size=(n_groups, 6))
+    rows = rng.integers(0, max(1, n_groups - 1), size=n_rows)  # the last group gets nothing
+    values = rng.normal(size=(n_rows, 6))
+    want = target.copy()
+    np.add.at(want, rows, values)
+    got = target.copy()
+    add_rows(got, rows, values)
+    bound = (n_rows + 1) * 2.0**-53 * (np.abs(target) + np.abs(values).sum(axis=0))
+    assert np.all(np.abs(got - want) <= bound)
+    if n_groups > 1:
+        np.testing.assert_array_equal(got[-1], target[-1])

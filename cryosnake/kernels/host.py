@@ -12,7 +12,18 @@ import functools
 
 import numpy as np
 
-__all__ = ["bspline3_denominator", "key_runs", "sort_by_key", "spectrum_permutation_table"]
+__all__ = ["add_rows", "bspline3_denominator", "key_runs", "sort_by_key",
+           "spectrum_permutation_table"]
+
+
+def add_rows(target: np.ndarray, rows: np.ndarray, values: np.ndarray) -> None:
+    """``target[rows[t]] += values[t]`` for every ``t``, repeated rows summed (``np.add.at``
+    on the first axis of a 2-D ``target`` ``[G, L]``; ``values`` ``[n, L]``), one
+    ``np.bincount`` per column: several times faster than ``np.add.at`` for the few columns
+    (resolution shells) and many rows (triples) of the E-steps' per-group sums."""
+    rows = np.asarray(rows, np.int64)
+    for col in range(target.shape[1]):
+        target[:, col] += np.bincount(rows, values[:, col], minlength=target.shape[0])
 
 
 def bspline3_denominator(n: int) -> np.ndarray:

@@ -47,7 +47,7 @@ class TriplePosteriors:
     class, flip; image-major) of ``V`` translations x ``n_psi`` angles, of ``n_img`` images; a
     block is ``(t, j)``, one triple at one angle."""
 
-    gamma: np.ndarray  #: float64 ``[nt, V, n_psi]``: posteriors (0 in dropped blocks)
+    gamma: np.ndarray  #: ``[nt, V, n_psi]`` (``gamma_dtype``): posteriors (0 in dropped blocks)
     wsum: np.ndarray  #: float64 ``[nt, n_psi]``: sum of each block's posteriors
     logmax: np.ndarray  #: float64 ``[nt, n_psi]``: largest log-weight (-inf: masked out)
     argmax: np.ndarray  #: int64 ``[nt, n_psi]``: its translation index
@@ -180,10 +180,12 @@ class KernelBackend(Protocol):
         triple (image, flip, offset ``trip_u`` px) at the points of a ``PointSet``."""
 
     def mlf2d_weights(self, D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e-8,
-                      entry_cutoff=0.0) -> TriplePosteriors:
+                      entry_cutoff=0.0, gamma_dtype=np.float64) -> TriplePosteriors:
         """Posteriors from ``D`` ``[nt, V, n_psi]`` (dimensionless, ``|X - cA|^2 / sigma^2``;
         spec §2.8) of the blocks ``mask`` ``[nt, n_psi]``; log-priors per triple ``[nt]``
-        and per translation ``[nt, V]``; ``img_ptr`` ``[n_img + 1]``: each image's triples."""
+        and per translation ``[nt, V]``; ``img_ptr`` ``[n_img + 1]``: each image's triples;
+        ``gamma_dtype``: the dtype of the returned ``gamma`` (float32 for single-precision
+        products of it; sums and maxima are float64 either way)."""
 
     # --- 3D volumes (``volume``) --------------------------------------------------------------
 

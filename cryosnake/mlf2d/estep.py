@@ -16,10 +16,13 @@ search disc enter through ``Q_k[(v, j), k] = conj(B^_kj(k)) exp(2 pi i k.v / N)`
 ``(F_f k).v = k.(F_f^T v)`` and the disc is invariant under the flips, flip ``f`` uses the
 columns of ``Q_k`` at the permuted offsets ``F_f^T v``. So every cross term of a batch is one
 real matrix product per class, ``[Re Z | Im Z] @ [Re Q_k ; -Im Q_k]``, on the points inside
-the resolution limit only. These products, the energies ``E`` and those of the sufficient
-statistics run through the backend's ``batched_matmul`` (cuBLAS with the cuda backend); the
-operators ``Q_k`` and the reference powers are backend handles (``device_operand``), uploaded
-once per call.
+the resolution limit only. The centred rows stay complex and enter a product through their
+real view ``[Re Z_0, Im Z_0, Re Z_1, ...]`` (no split copies): the operator of the cross terms
+interleaves ``Re Q_k`` and ``-Im Q_k`` by rows, and a real weight matrix times the real view of
+a complex matrix is the real view of its complex product. These products, the energies ``E``
+and those of the sufficient statistics run through the backend's ``batched_matmul`` (cuBLAS
+with the cuda backend); the operators ``Q_k`` and the reference powers are backend handles
+(``device_operand``), uploaded once per call.
 
 Translations (limited search, §2.7, Decisions): per image, class and mirror family a stored
 physical offset ``t_ikmu``; the searched offsets are ``u = t + v``, ``|v| <= search_shift``.
@@ -57,7 +60,7 @@ from cryosnake.classify2d.hypotheses import (
 from cryosnake.classify2d.poses import hypothesis_to_pose
 from cryosnake.classify2d.state import ParticleState
 from cryosnake.kernels import cpu
-from cryosnake.kernels.host import key_runs, sort_by_key
+from cryosnake.kernels.host import add_rows, key_runs, sort_by_key
 
 from .fourier import PointSet, scatter_points, search_disc, translation_table, wrap_offset
 from .groups import flipped_ctf, ring_ctf2
@@ -111,11 +114,11 @@ class _Context:
             factor = np.where(energy > 0, np.sqrt(energy[:, :1] / energy), 0.0)
         self.bhat = bhat * factor[:, :, None]
         self.bpow = np.abs(self.bhat) ** 2  # [K, n_psi, Np]
-        # backend handles: |B^|^2 transposed on the P points [P, K n_psi], and per class [K]
-        # of [n_psi, Np]
+        # backend handles: |B^|^2 transposed on the P points [P, K n_psi], and on all points
+        # [K n_psi, Np]
         self.bpow_t = backend.device_operand(
             self.bpow[:, :, : self.P].reshape(self.K * self.n_psi, self.P).T)
-        self.bpow_k = [backend.device_operand(b) for b in self.bpow]
+        self.bpow_all = backend.device_operand(self.bpow.reshape(self.K * self.n_psi, -1))
         self._operators: dict = {}
         self._full_operators: dict = {}
         # priors: class x mirror family per flip, and the offset prior's normalisation
@@ -128,46 +131,60 @@ class _Context:
         self.logdet = np.log(np.pi * s2[:, : self.P]).sum(axis=1)
         self.noise_ext = model.noise_spectra[:, : self.L]
         self.onehot = pts.shell_onehot
+        # point -> shell on the real views of two complex rows a, b: the elementwise product
+        # of the views times onehot_ri is Re(a b) = Re a Re b - Im a Im b per shell
+        self.onehot_ri = np.stack([self.onehot, -self.onehot], axis=1).reshape(
+            2 * pts.n_points, self.L)
 
-    def log_prior_offset(self, u: np.ndarray) -> np.ndarray:
-        """``log P(u)`` of physical offsets ``u`` ``[..., 2]`` (wrapped; Gaussian normalised
-        over the N x N grid, a delta at 0 when ``xi = 0``; spec §1.4, §2.7)."""
+    def offset_r2(self, u: np.ndarray) -> np.ndarray:
+        """``|u|^2`` (px^2, float64) of physical offsets ``u`` ``[..., 2]``, wrapped."""
         w = wrap_offset(u, self.n)
-        r2 = (w.astype(np.float64) ** 2).sum(axis=-1)
+        return (w * w).sum(axis=-1).astype(np.float64)
+
+    def log_prior_offset(self, u: np.ndarray, r2: np.ndarray | None = None) -> np.ndarray:
+        """``log P(u)`` of physical offsets ``u`` ``[..., 2]`` (wrapped; Gaussian normalised
+        over the N x N grid, a delta at 0 when ``xi = 0``; spec §1.4, §2.7); ``r2``: their
+        :meth:`offset_r2` when already computed."""
+        r2 = self.offset_r2(u) if r2 is None else r2
         if self.xi <= 0:
             return np.where(r2 == 0, 0.0, -np.inf)
         return -r2 / (2.0 * self.xi**2) - self.log_norm
 
-    def operator(self, k: int) -> tuple:
-        """``(Re, Im)`` of ``Q_k[p, (v, j)]`` (:meth:`full_operator`) on the ``P`` points,
-        transposed: ``[P, V n_psi]`` each (``dtype``; the ``v = 0`` columns first), as backend
-        handles (``device_operand``); cached as :meth:`full_operator`."""
+    def operator(self, k: int):
+        """``Q_k[p, (v, j)]`` (:meth:`full_operator`) on the ``P`` points as one real matrix
+        ``[2P, V n_psi]`` (``dtype``; the ``v = 0`` columns first) whose rows ``2p, 2p + 1``
+        are ``Re Q_k`` and ``-Im Q_k`` at point ``p``: the real view of centred rows times it
+        is ``Re sum_P Z Q_k``. A backend handle (``device_operand``), cached as
+        :meth:`full_operator`."""
         q = self._operators.get(k)
         if q is None:
-            q = tuple(self.backend.device_operand(np.ascontiguousarray(part[:, : self.P].T))
-                      for part in self.full_operator(k))
-            if 2 * math.prod(q[0].shape) * self.K <= self.settings.work_elements:
+            full = self.full_operator(k)[:, : self.P]  # [V n_psi, P] complex
+            ri = np.empty((self.P, 2, full.shape[0]), self.dtype)
+            ri[:, 0] = full.real.T
+            ri[:, 1] = -full.imag.T
+            q = self.backend.device_operand(ri.reshape(2 * self.P, full.shape[0]))
+            if math.prod(q.shape) * self.K <= self.settings.work_elements:
                 self._operators[k] = q
         return q
 
-    def full_operator(self, k: int) -> tuple:
-        """``(Re, Im)`` of ``Q_k[(v, j), p] = conj(B^_kj(p)) exp(2 pi i k_p.v / N)`` on all
-        ``Np`` points: ``[V n_psi, Np]`` each (``dtype``), host arrays (the rows with weight
-        are taken before a product); cached while those of all classes fit in
-        ``work_elements``."""
+    def full_operator(self, k: int) -> np.ndarray:
+        """``Q_k[(v, j), p] = conj(B^_kj(p)) exp(2 pi i k_p.v / N)`` on all ``Np`` points:
+        ``[V n_psi, Np]`` ``cdtype``, a host array (the rows with weight are taken before a
+        product, through its real view ``[V n_psi, 2 Np]``); cached while those of all classes
+        fit in ``work_elements``."""
         q = self._full_operators.get(k)
         if q is None:
             q = (np.conj(self.bhat[k, None]) * self.vphase[:, None]).reshape(-1, self.pts.n_points)
-            q = tuple(np.ascontiguousarray(part, self.dtype) for part in (q.real, q.imag))
-            if 2 * math.prod(q[0].shape) * self.K <= self.settings.work_elements:
+            q = np.ascontiguousarray(q, self.cdtype)
+            if 2 * q.size * self.K <= self.settings.work_elements:
                 self._full_operators[k] = q
         return q
 
-    def centred(self, xp, cw, img, flip, u) -> tuple[np.ndarray, np.ndarray]:
-        """``(Re Z, Im Z)`` of triples: ``[nt, Np]`` each (``dtype``)."""
-        z = self.backend.mlf2d_centred(xp, cw, img, flip, u, self.tables, self.tw,
-                                       dtype=self.cdtype)
-        return np.ascontiguousarray(z.real), np.ascontiguousarray(z.imag)
+    def centred(self, xp, cw, img, flip, u) -> np.ndarray:
+        """``Z`` of triples: ``[nt, Np]`` ``cdtype`` (C-contiguous, so that ``Z.view(dtype)``
+        is its real view ``[nt, 2 Np]``)."""
+        return np.ascontiguousarray(self.backend.mlf2d_centred(
+            xp, cw, img, flip, u, self.tables, self.tw, dtype=self.cdtype))
 
 
 def prepare(model: MLF2DModel, settings: MLF2DSettings, fresh: bool, backend=cpu) -> _Context:
@@ -302,18 +319,17 @@ def estep(
     return sums, assignments, new_state
 
 
-def _cross(ctx: _Context, zr, zi, kk, n_offsets: int) -> np.ndarray:
+def _cross(ctx: _Context, z, kk, n_offsets: int) -> np.ndarray:
     """``Re sum_P Z_t conj(B^_kj) exp(2 pi i k.v / N)`` for the first ``n_offsets`` offsets
-    of the disc, in the frame of flip 0: ``[nt, n_offsets, n_psi]`` (two real products per
-    class, ``Re Z Re Q_k - Im Z Im Q_k``)."""
-    P, ncol, mm = ctx.P, n_offsets * ctx.n_psi, ctx.backend.batched_matmul
-    cross = np.empty((len(kk), n_offsets, ctx.n_psi), dtype=zr.dtype)
+    of the disc, in the frame of flip 0: ``[nt, n_offsets, n_psi]`` (one real product per
+    class: the real view of the centred rows ``z`` times :meth:`_Context.operator`)."""
+    P2, ncol = 2 * ctx.P, n_offsets * ctx.n_psi
+    zf = z.view(ctx.dtype)
+    cross = np.empty((len(kk), ncol), dtype=ctx.dtype)
     for k in np.unique(kk):
         sel = np.flatnonzero(kk == k)
-        qr, qi = ctx.operator(k)
-        cross[sel] = (mm(zr[sel, :P], qr[:, :ncol]) - mm(zi[sel, :P], qi[:, :ncol])).reshape(
-            len(sel), n_offsets, ctx.n_psi)
-    return cross
+        cross[sel] = ctx.backend.batched_matmul(zf[sel, :P2], ctx.operator(k)[:, :ncol])
+    return cross.reshape(len(kk), n_offsets, ctx.n_psi)
 
 
 def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_offsets,
@@ -337,10 +353,10 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     mu = ff // 4
     u = offsets[ii, kk, mu].astype(np.int64)  # [nt1, 2]
     lp_trip = ctx.log_prior_kf[kk, ff]
-    zr, zi = ctx.centred(xp, cw, ii, ff, u)  # [nt1, Np] each
+    z = ctx.centred(xp, cw, ii, ff, u)  # [nt1, Np]
     const = X2w[ii, None] + E[ii, ff, kk]  # [nt1, n_psi]
     if ctx.two_stage:
-        D1 = const - 2.0 * _cross(ctx, zr, zi, kk, 1)[:, 0]
+        D1 = const - 2.0 * _cross(ctx, z, kk, 1)[:, 0]
         lw = (lp_trip + ctx.log_prior_offset(u))[:, None] - D1  # [nt1, n_psi]
         fam = (ii * K + kk) * 2 + mu
         best = np.full(m * K * 2, -np.inf)
@@ -351,18 +367,20 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     out["search_kept"][first:first + m] = (np.bincount(ii, sig.sum(axis=1), minlength=m)
                                            / np.maximum(np.bincount(ii, minlength=m) * n_psi, 1))
     keep = sig.any(axis=1)
-    ii, kk, ff, mu, u, lp_trip, sig, zr, zi, const = (
-        a[keep] for a in (ii, kk, ff, mu, u, lp_trip, sig, zr, zi, const))
+    ii, kk, ff, mu, u, lp_trip, sig, z, const = (
+        a[keep] for a in (ii, kk, ff, mu, u, lp_trip, sig, z, const))
     nt = len(ii)
 
     # stage 2: all translations of the significant blocks; posteriors. Column w of the
     # operator is the offset v of flip f with F_f^T v = disc[w]: every array over offsets
     # stays in that frame, only the table of physical offsets is permuted.
-    D = const[:, None, :] - 2.0 * _cross(ctx, zr, zi, kk, ctx.V)
+    D = np.multiply(_cross(ctx, z, kk, ctx.V), -2.0, dtype=np.float64)
+    D += const[:, None, :]
     uv = u[:, None, :] + ctx.disc[ctx.vperm_inverse[ff]]  # [nt, V, 2] physical offsets
-    res = ctx.backend.mlf2d_weights(D, sig, lp_trip, ctx.log_prior_offset(uv),
+    r2 = ctx.offset_r2(uv)  # [nt, V]
+    res = ctx.backend.mlf2d_weights(D, sig, lp_trip, ctx.log_prior_offset(uv, r2),
                                     np.searchsorted(ii, np.arange(m + 1)), st.block_skip,
-                                    st.entry_cutoff)
+                                    st.entry_cutoff, gamma_dtype=ctx.dtype)
     gamma, wsum = res.gamma, res.wsum
     if debug is not None:
         for name, v in (("image", first + ii), ("k", kk), ("f", ff), ("uv", uv),
@@ -380,8 +398,9 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     out["u"][sl] = np.where(ok[:, None], wrap_offset(uv[bt, res.best_v], ctx.n), 0)
     out["pmax"][sl] = res.pmax
     out["loglik"][sl] = res.logsum - ctx.logdet[groups]
-    r2 = (wrap_offset(uv, ctx.n).astype(np.float64) ** 2).sum(axis=-1)  # [nt, V]
-    out["offset"][sl] = np.bincount(ii, (gamma.sum(axis=2) * r2).sum(axis=1), minlength=m)
+    gamma_v = gamma.reshape(-1, n_psi) @ np.ones(n_psi, gamma.dtype)  # sum over psi, [nt V]
+    out["offset"][sl] = np.bincount(ii, (gamma_v.reshape(r2.shape) * r2).sum(axis=1),
+                                    minlength=m)
 
     # class and mirror weights, Wiener denominators (§2.9)
     k_out = kk if labels is None else labels[ii]
@@ -389,8 +408,7 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     w_trip = wsum.sum(axis=1)
     acc["class_w"] += np.bincount(k_out[mu == 0], w_trip[mu == 0], minlength=K_out)
     acc["mirror_w"] += np.bincount(k_out[mu == 1], w_trip[mu == 1], minlength=K_out)
-    w_ik = np.zeros((m, K_out))
-    np.add.at(w_ik, (ii, k_out), w_trip)
+    w_ik = np.bincount(ii * K_out + k_out, w_trip, minlength=m * K_out).reshape(m, K_out)
     c2_shell = (c[:, 0] ** 2) @ ctx.onehot / ctx.onehot.sum(axis=0)  # <CTF^2>_l  [m, L]
     acc["den"][:, : ctx.L] += w_ik.T @ (c2_shell / ctx.noise_ext[groups])
     if st.point_denominator:
@@ -401,8 +419,8 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     live = np.flatnonzero(w_trip > 0)
     if live.size:
         power = (np.abs(xp) ** 2) @ ctx.onehot  # sum_h gamma |X|^2 (sum gamma = 1)
-        np.add.at(acc["noise"][:, : ctx.L], groups, power * ok[:, None])
-        _accumulate(ctx, live, zr, zi, c, groups[ii], kk, ff, ii, k_out, gamma, wsum, acc)
+        add_rows(acc["noise"][:, : ctx.L], groups, power * ok[:, None])
+        _accumulate(ctx, live, z, c, groups, kk, ff, ii, k_out, gamma, wsum, acc)
 
     # new stored offsets: the best hypothesis of each (k, mu) (§2.8)
     if labels is None and nt:
@@ -415,7 +433,7 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
         new_offsets[first + ii[first_of], kk[first_of], mu[first_of]] = best_u
 
 
-def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, gamma, wsum,
+def _accumulate(ctx: _Context, live, z, c, image_group, kk, ff, ii, k_out, gamma, wsum,
                 acc) -> None:
     """Reference numerators of the ``live`` triples into ``acc["num"]`` and their expected
     residual power per shell into ``acc["noise"]`` (``sum_h gamma (|CTF B^|^2 - 2 Re conj(CTF
@@ -427,7 +445,9 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     triple ``t`` (compared with reference ``k'``) is ``sigma_g^2 Re sum_p Z_t(p) Y_t(p)`` per
     shell, ``Y_t = sum_(w,j) gamma_twj conj(B^_k'j) exp(2 pi i k.disc_w / N)`` (the rows of the
     offset operator on all points, :meth:`_Context.full_operator`): one product per reference,
-    summed into the triple's defocus group.
+    summed into the triple's defocus group (``image_group``: each image's, ``[m]``). Both
+    products take the complex rows through their real views (a real matrix times the real view
+    of a complex one is the real view of the complex product).
     """
     Np, V, n_psi, be = ctx.pts.n_points, ctx.V, ctx.n_psi, ctx.backend
     K_out = acc["num"].shape[0]
@@ -435,31 +455,42 @@ def _accumulate(ctx: _Context, live, zr, zi, c, trip_group, kk, ff, ii, k_out, g
     # reference's triples, are one slice (no gathered copies)
     order, pair, pair_ptr = sort_by_key(kk[live] * K_out + k_out[live])
     live = live[order]
-    gp = gamma[live].reshape(len(live), V * n_psi).astype(ctx.dtype)
-    zr, zi, tg, kk, ff, ii = (a[live] for a in (zr, zi, trip_group, kk, ff, ii))
+    gp = gamma.reshape(len(gamma), V * n_psi)[live]  # dtype: the E-step's precision
+    z, kk, ff, ii = (a[live] for a in (z, kk, ff, ii))
+    tg = image_group[ii]  # each triple's defocus group
+    zf = z.view(ctx.dtype)  # [nt, 2 Np]
     for k, a, b in zip(pair[pair_ptr[:-1]] % K_out, pair_ptr[:-1], pair_ptr[1:], strict=True):
         w = gp[a:b]
         cols = np.flatnonzero(w.any(axis=0))  # hypotheses (v, j) with any weight
         w = w if cols.size == w.shape[1] else w[:, cols]
-        w = be.device_operand(np.ascontiguousarray(w.T))  # one upload, two products
-        a_vj = np.zeros((V * n_psi, Np), dtype=complex)
-        a_vj[cols] = be.batched_matmul(w, zr[a:b]) + 1j * be.batched_matmul(w, zi[a:b])
+        a_w = be.batched_matmul(w.T, zf[a:b]).view(ctx.cdtype)
+        if cols.size < V * n_psi:
+            a_vj = np.zeros((V * n_psi, Np), dtype=ctx.cdtype)
+            a_vj[cols] = a_w
+        else:
+            a_vj = a_w
         acc["num"][k] += np.einsum("vp,vjp->jp", ctx.vphase, a_vj.reshape(V, n_psi, Np))
     cross = np.zeros((len(live), ctx.L))  # Re sum_(p in shell) Z_t Y_t
-    energy = np.empty((len(live), Np))
     ref, ref_ptr = key_runs(kk)
     for k, a, b in zip(ref, ref_ptr[:-1], ref_ptr[1:], strict=True):
         sel = slice(a, b)
-        qr, qi = ctx.full_operator(k)
+        q = ctx.full_operator(k)
         w = gp[sel]
         cols = np.flatnonzero(w.any(axis=0))
         if cols.size < w.shape[1]:
-            w, qr, qi = w[:, cols], qr[cols], qi[cols]
-        w = be.device_operand(w)
-        y = zr[sel] * be.batched_matmul(w, qr) - zi[sel] * be.batched_matmul(w, qi)
-        cross[sel] = y @ ctx.onehot
-        energy[sel] = be.batched_matmul(wsum[live[sel]], ctx.bpow_k[k])  # sum_j wsum |B^_kj|^2
+            w, q = w[:, cols], q[cols]
+        y = be.batched_matmul(be.device_operand(w), q.view(ctx.dtype))  # real view of Y_t
+        cross[sel] = (zf[sel] * y) @ ctx.onehot_ri
+    # sum_(t, j) wsum_tj |CTF B^_kj|^2 per shell: the CTF depends on the image and flip only,
+    # so the triples of one (image, flip) share it; their weights [(i, f), (k, j)] times the
+    # reference powers [(k, j), p] give sum_(k, j) wsum |B^_kj|^2 per (image, flip) at once
+    m, F = c.shape[:2]
+    weights_if = np.zeros((m * F, ctx.K, n_psi))
+    weights_if[ii * F + ff, kk] = wsum[live]  # one triple per (image, class, flip)
+    energy = be.batched_matmul(weights_if.reshape(m * F, ctx.K * n_psi), ctx.bpow_all)
     noise = acc["noise"][:, : ctx.L]
-    np.add.at(noise, tg, (energy * c[ii, ff] ** 2) @ ctx.onehot
-              - 2.0 * cross * ctx.noise_ext[tg])  # Z carries CTF / sigma^2: restore sigma^2
-
+    add_rows(noise, np.repeat(image_group, F), (energy * c.reshape(m * F, Np) ** 2) @ ctx.onehot)
+    # - 2 sigma_g^2 sum_t cross_t: Z carries CTF / sigma^2, restore sigma^2 per group
+    cross_g = np.zeros_like(noise)
+    add_rows(cross_g, tg, cross)
+    noise -= 2.0 * cross_g * ctx.noise_ext

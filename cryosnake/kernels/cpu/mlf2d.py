@@ -137,7 +137,7 @@ def _weights(D, mask, trip_logprior, entry_logprior, img_ptr, log_skip, log_cuto
 
 
 def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e-8,
-                  entry_cutoff=0.0) -> TriplePosteriors:
+                  entry_cutoff=0.0, gamma_dtype=np.float64) -> TriplePosteriors:
     """Posteriors of every hypothesis of every triple, log-sum-exp per image (spec §2.8).
 
     ``D``: ``[nt, V, n_psi]`` ``D_h = sum_P |X_trans - c A|^2 / sigma^2``; ``mask``: ``[nt,
@@ -149,14 +149,15 @@ def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e
     ``entry_cutoff`` count as 0, ``gamma = w / sum w``.
 
     Returns a :class:`~cryosnake.kernels.interface.TriplePosteriors`: ``gamma`` ``[nt, V,
-    n_psi]``, per block ``wsum``, ``logmax``, ``argmax`` (best translation index) ``[nt,
-    n_psi]``, per image ``logsum`` (``log sum_h w_h``), ``pmax``, ``best_t``, ``best_v``,
-    ``best_j``.
+    n_psi]`` (``gamma_dtype``: float32 halves its memory and the copies of single-precision
+    callers; weights and their sums are computed in float64), per block ``wsum``, ``logmax``,
+    ``argmax`` (best translation index) ``[nt, n_psi]``, per image ``logsum`` (``log sum_h
+    w_h``), ``pmax``, ``best_t``, ``best_v``, ``best_j``.
     """
     nt, nv, npsi = D.shape
     n_img = len(img_ptr) - 1
     res = {
-        "gamma": np.empty((nt, nv, npsi)),
+        "gamma": np.empty((nt, nv, npsi), gamma_dtype),
         "wsum": np.empty((nt, npsi)),
         "logmax": np.empty((nt, npsi)),
         "argmax": np.empty((nt, npsi), np.int64),

@@ -232,18 +232,20 @@ def _image_chunks(img_ptr: np.ndarray, bytes_per_triple: int, threads_per_triple
 
 
 def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e-8,
-                  entry_cutoff=0.0) -> TriplePosteriors:
+                  entry_cutoff=0.0, gamma_dtype=np.float64) -> TriplePosteriors:
     """Posteriors of every hypothesis of every triple, log-sum-exp per image (spec §2.8).
 
     Arguments and results as :func:`cryosnake.kernels.cpu.mlf2d_weights`: ``D`` ``[nt, V,
     n_psi]``, ``mask`` ``[nt, n_psi]``, ``trip_logprior`` ``[nt]``, ``entry_logprior`` ``[nt,
-    V]``; returns a :class:`~cryosnake.kernels.interface.TriplePosteriors`.
+    V]``, ``gamma_dtype``; returns a :class:`~cryosnake.kernels.interface.TriplePosteriors`.
     """
     D = np.ascontiguousarray(D, np.float64)
     nt, nv, npsi = D.shape
     img_ptr = np.ascontiguousarray(img_ptr, np.int64)
     n_img = len(img_ptr) - 1
-    res = {k: np.empty(_result_shape(kind, nt, nv, npsi, n_img), dt) for k, kind, dt in _RESULTS}
+    dtypes = {k: (np.dtype(gamma_dtype) if k == "gamma" else dt) for k, _kind, dt in _RESULTS}
+    res = {k: np.empty(_result_shape(kind, nt, nv, npsi, n_img), dtypes[k])
+           for k, kind, _dt in _RESULTS}
     inputs = (D, np.ascontiguousarray(mask, np.bool_),
               np.ascontiguousarray(trip_logprior, np.float64),
               np.ascontiguousarray(entry_logprior, np.float64).reshape(nt, nv))
@@ -256,8 +258,8 @@ def mlf2d_weights(D, mask, trip_logprior, entry_logprior, img_ptr, block_skip=1e
         n, m = t1 - t0, b - a
         d_in = [rt.to_device(x[t0:t1]) for x in inputs]
         d_img = rt.to_device(np.repeat(np.arange(m), np.diff(ptr)))
-        dev = {k: rt.device_empty(_result_shape(kind, n, nv, npsi, m), dt)
-               for k, kind, dt in _RESULTS}
+        dev = {k: rt.device_empty(_result_shape(kind, n, nv, npsi, m), dtypes[k])
+               for k, kind, _dt in _RESULTS}
         big = rt.to_device(np.full(m, -np.inf))
         first = rt.to_device(np.full(m, _NO_BLOCK, np.int64))
         total = rt.device_zeros(m, np.float64)
