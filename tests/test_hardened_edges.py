@@ -187,6 +187,50 @@ def test_rule_job_end_process_keeps_the_log_and_the_exit_status(tmp_path):
     assert bad.returncode == 1 and "x.star: bad row" in (tmp_path / "bad.log").read_text()
 
 
+_RETAIN_PROBE = """
+import ctypes, sys
+import numpy as np
+from cryosnake.pipeline.runtime import rule_job
+
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(f, ctypes.c_size_t) for f in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
+                                                "usmblks", "fsmblks", "uordblks", "fordblks",
+                                                "keepcost")]
+
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+with rule_job(None, name="job", end_process=sys.argv[1] == "job"):
+    a = np.ones((64 << 20) // 8)  # a 64 MiB work array
+    first = libc.mallinfo2()
+    del a
+    b = np.ones((64 << 20) // 8)  # the next batch's
+    second = libc.mallinfo2()
+    print(first.hblkhd, first.arena, second.arena, flush=True)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc malloc only")
+def test_job_process_keeps_freed_memory_for_reuse(tmp_path):
+    """A job process (rule_job with end_process) takes its large work arrays from the heap and
+    reuses them (retain_freed_memory): the 64 MiB array is not mmapped, and the next one of the
+    same size does not grow the heap. A process that goes on (tests, in-process runs) keeps
+    glibc's defaults: the same array is mmapped."""
+    import ctypes
+
+    if not hasattr(ctypes.CDLL(None), "mallinfo2"):
+        pytest.skip("no glibc >= 2.33 (mallinfo2)")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    runs = {}
+    for mode in ("job", "library"):
+        out = subprocess.run([sys.executable, "-c", _RETAIN_PROBE, mode], capture_output=True,
+                             text=True, env=env, check=True).stdout
+        runs[mode] = [int(x) for x in out.split()[:3]]
+    mmapped, arena_first, arena_second = runs["job"]
+    assert mmapped < 64 << 20 <= arena_first
+    assert arena_second - arena_first < 1 << 20  # reused, not grown
+    assert runs["library"][0] >= 64 << 20  # glibc's default: mmapped
+
+
 def test_rule_job_input_error_one_paragraph_in_the_log(tmp_path):
     log = tmp_path / "job.log"
     with pytest.raises(SystemExit), rule_job(log, name="job"):
