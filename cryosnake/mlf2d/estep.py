@@ -479,7 +479,7 @@ def _accumulate(ctx: _Context, live, z, c, image_group, kk, ff, ii, k_out, gamma
         cols = np.flatnonzero(w.any(axis=0))
         if cols.size < w.shape[1]:
             w, q = w[:, cols], q[cols]
-        y = be.batched_matmul(be.device_operand(w), q.view(ctx.dtype))  # real view of Y_t
+        y = be.batched_matmul(w, q.view(ctx.dtype))  # real view of Y_t
         cross[sel] = (zf[sel] * y) @ ctx.onehot_ri
     # sum_(t, j) wsum_tj |CTF B^_kj|^2 per shell: the CTF depends on the image and flip only,
     # so the triples of one (image, flip) share it; their weights [(i, f), (k, j)] times the
