@@ -141,11 +141,10 @@ class _Context:
         w = wrap_offset(u, self.n)
         return (w * w).sum(axis=-1).astype(np.float64)
 
-    def log_prior_offset(self, u: np.ndarray, r2: np.ndarray | None = None) -> np.ndarray:
-        """``log P(u)`` of physical offsets ``u`` ``[..., 2]`` (wrapped; Gaussian normalised
-        over the N x N grid, a delta at 0 when ``xi = 0``; spec §1.4, §2.7); ``r2``: their
-        :meth:`offset_r2` when already computed."""
-        r2 = self.offset_r2(u) if r2 is None else r2
+    def log_prior_offset(self, r2: np.ndarray) -> np.ndarray:
+        """``log P(u)`` of physical offsets of squared radius ``r2`` (:meth:`offset_r2`,
+        wrapped; Gaussian normalised over the N x N grid, a delta at 0 when ``xi = 0``; spec
+        §1.4, §2.7)."""
         if self.xi <= 0:
             return np.where(r2 == 0, 0.0, -np.inf)
         return -r2 / (2.0 * self.xi**2) - self.log_norm
@@ -357,7 +356,7 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     const = X2w[ii, None] + E[ii, ff, kk]  # [nt1, n_psi]
     if ctx.two_stage:
         D1 = const - 2.0 * _cross(ctx, z, kk, 1)[:, 0]
-        lw = (lp_trip + ctx.log_prior_offset(u))[:, None] - D1  # [nt1, n_psi]
+        lw = (lp_trip + ctx.log_prior_offset(ctx.offset_r2(u)))[:, None] - D1  # [nt1, n_psi]
         fam = (ii * K + kk) * 2 + mu
         best = np.full(m * K * 2, -np.inf)
         np.maximum.at(best, fam, lw.max(axis=1))
@@ -378,7 +377,7 @@ def _batch(ctx: _Context, X, ctf, groups, offsets, first, labels, acc, out, new_
     D += const[:, None, :]
     uv = u[:, None, :] + ctx.disc[ctx.vperm_inverse[ff]]  # [nt, V, 2] physical offsets
     r2 = ctx.offset_r2(uv)  # [nt, V]
-    res = ctx.backend.mlf2d_weights(D, sig, lp_trip, ctx.log_prior_offset(uv, r2),
+    res = ctx.backend.mlf2d_weights(D, sig, lp_trip, ctx.log_prior_offset(r2),
                                     np.searchsorted(ii, np.arange(m + 1)), st.block_skip,
                                     st.entry_cutoff, gamma_dtype=ctx.dtype)
     gamma, wsum = res.gamma, res.wsum
